@@ -1,0 +1,233 @@
+/*
+ * A client of auth-service for browsers and Node, with no dependencies: it
+ * needs only `fetch`.
+ *
+ * - The access token lives in memory only (never in localStorage, where any
+ *   script on the page could read it).
+ * - The refresh token: in a browser, the HttpOnly `refresh_token` cookie the
+ *   service sets, which no script can read ('cookie'); elsewhere (Node, a
+ *   mobile app) in memory, sent in the body ('memory').
+ * - A call answered `ACCESS_TOKEN_EXPIRED` refreshes once and is retried.
+ *   Concurrent calls share one refresh (single flight): however many fail at
+ *   once, the service sees one `POST /auth/refresh`.
+ * - When the session is over (`REFRESH_TOKEN_*`, or an access token revoked
+ *   or invalid) the tokens are dropped, `onLoginRequired` is called once, and
+ *   the call fails with LoginRequiredError: time to show the login page.
+ */
+
+export interface User {
+  id: string
+  email: string
+  createdAt: string
+}
+
+interface TokenPair {
+  accessToken: string
+  refreshToken: string
+  tokenType: 'Bearer'
+  expiresIn: number
+  refreshExpiresIn: number
+}
+
+/** An error answer of the service: `{ statusCode, code, error, message }`. Branch on `code`. */
+export class AuthServiceError extends Error {
+  constructor (readonly status: number, readonly code: string, message: string) {
+    super(message)
+    this.name = 'AuthServiceError'
+  }
+}
+
+/** The session is over: the user has to log in (again). `code` says why. */
+export class LoginRequiredError extends AuthServiceError {
+  constructor (code: string, message = 'Log in again') {
+    super(401, code, message)
+    this.name = 'LoginRequiredError'
+  }
+}
+
+export interface AuthClientOptions {
+  /** Where auth-service is, e.g. `https://auth.example.com` (no trailing path). */
+  baseUrl: string
+  /**
+   * Where the refresh token is kept: 'cookie' (the default in a browser: the
+   * service's HttpOnly cookie) or 'memory' (the default elsewhere).
+   */
+  refreshTokenStore?: 'cookie' | 'memory'
+  /** Called once each time the session ends: redirect to the login page here. */
+  onLoginRequired?: (code: string) => void
+  /** The fetch to use (a wrapper for logging or tests); the global one by default. */
+  fetch?: typeof fetch
+}
+
+/** Answers that mean the session cannot go on, whatever is retried. */
+const SESSION_OVER = new Set([
+  'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED',
+  'REFRESH_TOKEN_MISSING', 'REFRESH_TOKEN_EXPIRED', 'REFRESH_TOKEN_INVALID', 'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED'
+])
+
+const inBrowser = (): boolean => typeof (globalThis as { document?: unknown }).document !== 'undefined'
+
+export class AuthClient {
+  readonly #baseUrl: string
+  readonly #store: 'cookie' | 'memory'
+  readonly #fetch: typeof fetch
+  readonly #onLoginRequired: ((code: string) => void) | undefined
+  #accessToken: string | undefined
+  #refreshToken: string | undefined
+  #refreshing: Promise<string> | undefined
+  /** Why the session ended (cleared by the next login): calls still in flight from it end the same way, and the application is told once. */
+  #endedBy: string | undefined
+
+  constructor (options: AuthClientOptions) {
+    this.#baseUrl = options.baseUrl.replace(/\/+$/, '')
+    this.#store = options.refreshTokenStore ?? (inBrowser() ? 'cookie' : 'memory')
+    this.#fetch = options.fetch ?? ((input, init) => fetch(input, init))
+    this.#onLoginRequired = options.onLoginRequired
+  }
+
+  /** Whether an access token is held (it may have expired: calls refresh it). */
+  get signedIn (): boolean {
+    return this.#accessToken !== undefined
+  }
+
+  async signup (email: string, password: string): Promise<User> {
+    return this.#readJson<User>(await this.#post('/auth/signup', { email, password }))
+  }
+
+  async login (email: string, password: string): Promise<void> {
+    this.#keep(await this.#readJson<TokenPair>(await this.#post('/auth/login', { email, password })))
+  }
+
+  /** Ends the session on the service (and the cookie), then forgets the tokens. Never fails for an already ended session. */
+  async logout (): Promise<void> {
+    const headers: Record<string, string> = this.#accessToken === undefined ? {} : { authorization: `Bearer ${this.#accessToken}` }
+    const body = this.#store === 'memory' && this.#refreshToken !== undefined ? { refreshToken: this.#refreshToken } : undefined
+    this.#forget()
+    const response = await this.#post('/auth/logout', body, headers)
+    if (!response.ok) await this.#readJson(response)
+  }
+
+  /** The signed-in user. */
+  async me (): Promise<User> {
+    return this.json<User>('/users/me')
+  }
+
+  /**
+   * `fetch` with the access token: refreshed once and retried on
+   * ACCESS_TOKEN_EXPIRED; LoginRequiredError when the session is over. A
+   * relative path is on auth-service; an absolute URL is another service
+   * that accepts its access tokens. The body must be replayable (a string,
+   * not a stream) for the retry.
+   */
+  async fetch (pathOrUrl: string, init: RequestInit = {}): Promise<Response> {
+    // No token yet (a reload in a browser): the cookie may still hold a session.
+    let token = this.#accessToken ?? await this.refresh()
+    let response = await this.#send(pathOrUrl, init, token)
+    let code = await errorCode(response)
+    if (code === 'ACCESS_TOKEN_EXPIRED') {
+      token = await this.refresh(token)
+      response = await this.#send(pathOrUrl, init, token)
+      code = await errorCode(response)
+    }
+    if (code !== undefined && SESSION_OVER.has(code)) throw this.#sessionOver(code)
+    return response
+  }
+
+  /** `fetch`, with a JSON body in and out; an error answer throws AuthServiceError. */
+  async json<T> (pathOrUrl: string, { body, ...init }: Omit<RequestInit, 'body'> & { body?: unknown } = {}): Promise<T> {
+    const headers = new Headers(init.headers)
+    if (body !== undefined) headers.set('content-type', 'application/json')
+    const response = await this.fetch(pathOrUrl, { ...init, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
+    return this.#readJson<T>(response)
+  }
+
+  /**
+   * A new access token from the refresh token: one request however many
+   * callers ask at once. `stale` is the token a caller found expired: if
+   * another caller has replaced it since, that one is answered at once.
+   */
+  async refresh (stale?: string): Promise<string> {
+    if (this.#refreshing !== undefined) return this.#refreshing
+    if (stale !== undefined && this.#accessToken !== stale) {
+      // Since this caller's request went out, another one refreshed the token, or found the session over.
+      if (this.#accessToken !== undefined) return this.#accessToken
+      if (this.#endedBy !== undefined) throw new LoginRequiredError(this.#endedBy)
+    }
+    this.#refreshing = this.#refreshNow().finally(() => { this.#refreshing = undefined })
+    return this.#refreshing
+  }
+
+  async #refreshNow (): Promise<string> {
+    if (this.#store === 'memory' && this.#refreshToken === undefined) throw this.#sessionOver('REFRESH_TOKEN_MISSING')
+    const response = await this.#post('/auth/refresh', this.#store === 'memory' ? { refreshToken: this.#refreshToken } : undefined)
+    const code = await errorCode(response)
+    if (code !== undefined && SESSION_OVER.has(code)) throw this.#sessionOver(code)
+    // Anything else that failed (429, 503, the network) is passing: the session is kept for a later try.
+    return this.#keep(await this.#readJson<TokenPair>(response))
+  }
+
+  #keep (pair: TokenPair): string {
+    this.#accessToken = pair.accessToken
+    this.#endedBy = undefined
+    // In a browser the cookie holds it; a copy in script would be one more thing to steal.
+    if (this.#store === 'memory') this.#refreshToken = pair.refreshToken
+    return pair.accessToken
+  }
+
+  #forget (): void {
+    this.#accessToken = undefined
+    this.#refreshToken = undefined
+  }
+
+  /** Drops the session, tells the application (once per session), and answers the error to throw. */
+  #sessionOver (code: string): LoginRequiredError {
+    this.#forget()
+    if (this.#endedBy === undefined) {
+      this.#endedBy = code
+      this.#onLoginRequired?.(code)
+    }
+    return new LoginRequiredError(code)
+  }
+
+  #url (pathOrUrl: string): string {
+    return /^https?:\/\//.test(pathOrUrl) ? pathOrUrl : `${this.#baseUrl}${pathOrUrl}`
+  }
+
+  async #send (pathOrUrl: string, init: RequestInit, token: string): Promise<Response> {
+    const headers = new Headers(init.headers)
+    headers.set('authorization', `Bearer ${token}`)
+    return this.#fetch(this.#url(pathOrUrl), { ...init, headers })
+  }
+
+  /** The /auth routes: with the cookie (credentials) in 'cookie' mode, JSON when there is a body, none otherwise. */
+  async #post (path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
+    return this.#fetch(this.#url(path), {
+      method: 'POST',
+      credentials: this.#store === 'cookie' ? 'include' : 'omit',
+      headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) })
+    })
+  }
+
+  async #readJson<T> (response: Response): Promise<T> {
+    const text = await response.text()
+    const body = text === '' ? undefined : JSON.parse(text)
+    if (!response.ok) {
+      const code = typeof body?.code === 'string' ? body.code : 'UNKNOWN'
+      if (SESSION_OVER.has(code)) throw this.#sessionOver(code)
+      throw new AuthServiceError(response.status, code, typeof body?.message === 'string' ? body.message : response.statusText)
+    }
+    return body as T
+  }
+}
+
+/** The `code` of a 401 answer (read from a copy: the caller may still read the body), else undefined. */
+async function errorCode (response: Response): Promise<string | undefined> {
+  if (response.status !== 401) return undefined
+  try {
+    const body = await response.clone().json() as { code?: unknown }
+    return typeof body.code === 'string' ? body.code : undefined
+  } catch {
+    return undefined
+  }
+}

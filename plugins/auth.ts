@@ -1,0 +1,41 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { bearerToken, type AccessTokenClaims } from '../src/access-token.js'
+import { ServiceError } from '../src/errors.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Reachable without an access token. Routes are protected unless they say so. */
+    public?: boolean
+  }
+  interface FastifyRequest {
+    /** The verified access token's claims; set on every protected route. */
+    auth: AccessTokenClaims | null
+  }
+}
+
+/** Swagger UI and its assets, registered by @fastify/swagger-ui under this prefix. */
+export const DOCS_PREFIX = '/docs'
+
+function isPublic (request: FastifyRequest): boolean {
+  if (request.is404 || request.routeOptions.config.public === true) return true
+  const url = request.routeOptions.url ?? ''
+  return url === DOCS_PREFIX || url.startsWith(`${DOCS_PREFIX}/`)
+}
+
+/**
+ * One onRequest hook verifies the access token on every route except the
+ * public ones, so a new route is protected by default. Revocation is checked
+ * in memory: no round trip per request.
+ */
+async function authPlugin (fastify: FastifyInstance): Promise<void> {
+  fastify.decorateRequest('auth', null)
+  fastify.addHook('onRequest', async (request) => {
+    if (isPublic(request)) return
+    const claims = fastify.accessTokens.verify(bearerToken(request.headers.authorization))
+    if (fastify.revocations.rejects(claims)) throw new ServiceError('ACCESS_TOKEN_REVOKED')
+    request.auth = claims
+  })
+}
+
+export default fp(authPlugin, { name: 'auth', dependencies: ['jwt', 'revocations'] })

@@ -1,0 +1,36 @@
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { RedisRevocationFeed } from '../src/redis-revocation-feed.js'
+import { RevocationList } from '../src/revocation-list.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    revocations: RevocationList
+  }
+}
+
+export interface RevocationsPluginOptions {
+  redisKeyPrefix?: string
+}
+
+/**
+ * Revoked sessions, checked in memory on every request. With Redis, every
+ * instance hears of each revocation through pub/sub, and reads the ones it
+ * missed when it starts or reconnects.
+ */
+async function revocationsPlugin (fastify: FastifyInstance, options: RevocationsPluginOptions): Promise<void> {
+  const { config, clock } = fastify
+  const feed = fastify.hasDecorator('redis')
+    ? new RedisRevocationFeed(fastify.redis, {
+      prefix: options.redisKeyPrefix ?? config.redisKeyPrefix,
+      clock,
+      onError: (error) => fastify.log.warn({ err: error }, 'revocation feed: Redis unavailable, will catch up on reconnect')
+    })
+    : undefined
+  const revocations = new RevocationList(clock, config.accessTokenTtl * 1000, feed)
+  await revocations.listen()
+  fastify.addHook('onClose', () => revocations.close())
+  fastify.decorate('revocations', revocations)
+}
+
+export default fp(revocationsPlugin, { name: 'revocations', dependencies: ['config', 'redis'] })

@@ -1,0 +1,30 @@
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { createPasswordHasher, type PasswordHasher } from '../src/passwords.js'
+import { SessionService } from '../src/sessions.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    sessions: SessionService
+    passwords: PasswordHasher
+  }
+}
+
+export interface SessionsPluginOptions {
+  passwordHasher?: PasswordHasher
+}
+
+/** The session lifecycle (src/sessions.ts) wired to this app's store, keys and clock. */
+async function sessionsPlugin (fastify: FastifyInstance, options: SessionsPluginOptions): Promise<void> {
+  const { config, clock } = fastify
+  fastify.decorate('passwords', options.passwordHasher ?? createPasswordHasher())
+  fastify.decorate('sessions', new SessionService({
+    store: fastify.sessionStore,
+    clock,
+    policy: config,
+    revocations: fastify.revocations,
+    issueAccessToken: (userId, sessionId) => fastify.accessTokens.issue(userId, sessionId)
+  }))
+}
+
+export default fp(sessionsPlugin, { name: 'sessions', dependencies: ['config', 'jwt', 'session-store', 'revocations'] })

@@ -1,0 +1,182 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { bearerToken } from '../src/access-token.js'
+import { ServiceError } from '../src/errors.js'
+import {
+  Credentials, PasswordChangeBody, RefreshTokenBody, SET_REFRESH_COOKIE_HEADER, SignupBody, TokenPair, User, documented, errorResponses
+} from '../src/schemas.js'
+import type { ClientInfo, TokenPair as TokenPairType } from '../src/sessions.js'
+import { normalizeEmail } from '../src/users.js'
+import { REFRESH_COOKIE } from '../plugins/cookie.js'
+
+const MAX_USER_AGENT_LENGTH = 256
+
+function clientOf (request: FastifyRequest): ClientInfo {
+  return { ip: request.ip, userAgent: (request.headers['user-agent'] ?? '').slice(0, MAX_USER_AGENT_LENGTH) }
+}
+
+/** Emails are compared trimmed and lower-cased; normalize before the schema's format check. */
+async function normalizeEmailField (request: FastifyRequest): Promise<void> {
+  const body = request.body as { email?: unknown } | undefined
+  if (typeof body?.email === 'string') body.email = normalizeEmail(body.email)
+}
+
+/** Refresh and logout may be sent with no body at all (cookie only); a JSON `null` is a body, and invalid. */
+async function defaultToEmptyBody (request: FastifyRequest): Promise<void> {
+  if (request.body === undefined) request.body = {}
+}
+
+function sendPair (reply: FastifyReply, pair: TokenPairType): TokenPairType {
+  reply.setRefreshCookie(pair.refreshToken, pair.refreshExpiresIn)
+  return pair
+}
+
+const REFRESH_FAILURES = new Set(['REFRESH_TOKEN_EXPIRED', 'REFRESH_TOKEN_INVALID', 'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED'])
+
+const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { users, passwords, sessions, accessTokens } = fastify
+
+  fastify.post('/auth/signup', {
+    config: { public: true, rateLimitPolicy: 'signup' },
+    preValidation: normalizeEmailField,
+    schema: {
+      tags: ['auth'],
+      operationId: 'signup',
+      summary: 'Create an account',
+      description: 'The email is trimmed and lower-cased (and compared so: one account per address); the password ' +
+        '(8 to 256 characters) is hashed with argon2id and never returned. Then log in with `POST /auth/login`.',
+      body: SignupBody,
+      response: {
+        201: documented(User, { description: 'The account was created' }),
+        ...errorResponses('EMAIL_TAKEN', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
+      }
+    }
+  }, async (request, reply) => {
+    const { email, password } = request.body
+    const user = await users.create(email, await passwords.hash(password))
+    if (user === undefined) throw new ServiceError('EMAIL_TAKEN')
+    return reply.code(201).send({ id: user.id, email: user.email, createdAt: user.createdAt.toISOString() })
+  })
+
+  fastify.post('/auth/login', {
+    config: { public: true, rateLimitPolicy: 'login' },
+    preValidation: normalizeEmailField,
+    schema: {
+      tags: ['auth'],
+      operationId: 'login',
+      summary: 'Log in',
+      description: 'Opens a session: answers a token pair and sets the refresh_token cookie. Send the `accessToken` as ' +
+        '`Authorization: Bearer <accessToken>` (in Swagger UI: "Authorize"). A wrong email and a wrong password get the ' +
+        'same answer, in the same time. Attempts are limited per client address and per email (LOGIN_RATE_LIMIT).',
+      body: Credentials,
+      response: {
+        200: documented(TokenPair, { description: 'Logged in: a token pair, and the refresh_token cookie', headers: SET_REFRESH_COOKIE_HEADER }),
+        ...errorResponses('INVALID_CREDENTIALS', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
+      }
+    }
+  }, async (request, reply) => {
+    const { email, password } = request.body
+    const user = await users.findByEmail(email)
+    // An unknown email costs the same hashing work as a wrong password: timing tells nothing.
+    const valid = user === undefined
+      ? await passwords.verifyNothing(password)
+      : await passwords.verify(user.passwordHash, password)
+    if (!valid || user === undefined) throw new ServiceError('INVALID_CREDENTIALS')
+    return sendPair(reply, await sessions.open(user.id, clientOf(request)))
+  })
+
+  fastify.post('/auth/refresh', {
+    config: { public: true, rateLimitPolicy: 'refresh' },
+    preValidation: defaultToEmptyBody,
+    schema: {
+      tags: ['auth'],
+      operationId: 'refresh',
+      summary: 'Trade a refresh token for a new token pair',
+      description: 'Takes the refresh token from the body, else from the refresh_token cookie: send `{}` (or no body) ' +
+        'and the browser sends the cookie by itself. Call it when a request answers `ACCESS_TOKEN_EXPIRED` (an expired ' +
+        'access token never blocks it). With rotation on (ROTATE_REFRESH_TOKENS), the refresh token is replaced and the ' +
+        'old one is spent: presented again after REFRESH_REUSE_GRACE, it revokes the whole session (`REFRESH_TOKEN_REUSED`). ' +
+        'A refresh token that fails is dropped from the cookie.',
+      security: [{ refreshCookie: [] }, {}],
+      body: Type.Optional(RefreshTokenBody),
+      response: {
+        200: documented(TokenPair, { description: 'A new token pair, and the refresh_token cookie', headers: SET_REFRESH_COOKIE_HEADER }),
+        ...errorResponses('REFRESH_TOKEN_MISSING', 'REFRESH_TOKEN_EXPIRED', 'REFRESH_TOKEN_INVALID',
+          'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
+      }
+    }
+  }, async (request, reply) => {
+    const fromCookie = request.body?.refreshToken === undefined
+    const token = request.body?.refreshToken ?? request.cookies[REFRESH_COOKIE]
+    if (token === undefined || token === '') throw new ServiceError('REFRESH_TOKEN_MISSING')
+    try {
+      return sendPair(reply, await sessions.refresh(token, clientOf(request), request.log))
+    } catch (error) {
+      // A dead cookie is dropped, so the browser stops sending it.
+      if (fromCookie && error instanceof ServiceError && REFRESH_FAILURES.has(error.code)) reply.clearRefreshCookie()
+      throw error
+    }
+  })
+
+  fastify.post('/auth/logout', {
+    config: { public: true },
+    preValidation: defaultToEmptyBody,
+    schema: {
+      tags: ['auth'],
+      operationId: 'logout',
+      summary: 'Log out',
+      description: 'Revokes the session named by the refresh token (body or cookie) and/or the access token (expired or ' +
+        'not), and clears the cookie: its refresh token at once, its access tokens within a second on every instance. ' +
+        'Idempotent: 204 even when there was nothing to revoke.',
+      security: [{ refreshCookie: [] }, { bearerAuth: [] }, {}],
+      body: Type.Optional(RefreshTokenBody),
+      response: {
+        204: Type.Null({ description: 'Logged out; the refresh_token cookie is cleared', headers: SET_REFRESH_COOKIE_HEADER }),
+        ...errorResponses('PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
+      }
+    }
+  }, async (request, reply) => {
+    const refreshToken = request.body?.refreshToken ?? request.cookies[REFRESH_COOKIE]
+    await sessions.close({ refreshToken, sessionId: sessionOfBearer(request) })
+    return reply.clearRefreshCookie().code(204).send()
+  })
+
+  fastify.post('/auth/password', {
+    config: { rateLimitPolicy: 'password' },
+    schema: {
+      tags: ['auth'],
+      operationId: 'changePassword',
+      summary: 'Change my password',
+      description: 'Verifies the current password, stores the new one (8 to 256 characters), and revokes every other ' +
+        'session of the user; this one stays signed in. A wrong current password answers `INVALID_CREDENTIALS`.',
+      body: PasswordChangeBody,
+      response: {
+        204: Type.Null({ description: 'Password changed; the other sessions are revoked' }),
+        ...errorResponses('INVALID_CREDENTIALS', 'ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID',
+          'ACCESS_TOKEN_REVOKED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
+      }
+    }
+  }, async (request, reply) => {
+    const { sub, sid } = request.auth!
+    const user = await users.findById(sub)
+    if (user === undefined || !await passwords.verify(user.passwordHash, request.body.currentPassword)) {
+      throw new ServiceError('INVALID_CREDENTIALS', 'The current password is wrong')
+    }
+    await users.updatePassword(user.id, await passwords.hash(request.body.newPassword))
+    await sessions.revokeAll(user.id, sid)
+    return reply.code(204).send(null)
+  })
+
+  /** The session of a genuine access token, expired or not; anything else names no session. */
+  function sessionOfBearer (request: FastifyRequest): string | undefined {
+    if (request.headers.authorization === undefined) return undefined
+    try {
+      return accessTokens.verify(bearerToken(request.headers.authorization), { allowExpired: true }).sid
+    } catch {
+      return undefined
+    }
+  }
+}
+
+export default authRoutes

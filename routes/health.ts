@@ -1,0 +1,47 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Health, documented, errorResponses } from '../src/schemas.js'
+
+/** A check that has not answered by then counts as down: the health route itself never hangs. */
+const CHECK_TIMEOUT_MS = 2000
+
+async function check (probe: () => Promise<void>): Promise<'ok' | 'down'> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error('health check timed out')), CHECK_TIMEOUT_MS)
+  })
+  try {
+    await Promise.race([probe(), timeout])
+    return 'ok'
+  } catch {
+    return 'down'
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.get('/health', {
+    config: { public: true },
+    schema: {
+      tags: ['health'],
+      operationId: 'getHealth',
+      summary: 'Readiness of the service and its stores',
+      description: '200 when the database and (when configured) Redis answer within 2 s; 503 when one does not. ' +
+        'For load balancers and orchestrators (the Docker image\'s HEALTHCHECK uses it).',
+      response: {
+        200: documented(Health, { description: 'Ready', examples: [{ status: 'ok', checks: { database: 'ok', redis: 'ok' } }] }),
+        503: documented(Health, { description: 'Not ready: a store is down', examples: [{ status: 'unavailable', checks: { database: 'ok', redis: 'down' } }] }),
+        ...errorResponses()
+      }
+    }
+  }, async (_request, reply) => {
+    const [database, redis] = await Promise.all([
+      check(() => fastify.database.ping()),
+      fastify.hasDecorator('redis') ? check(() => fastify.sessionStore.ping()) : Promise.resolve('disabled' as const)
+    ])
+    const healthy = database === 'ok' && redis !== 'down'
+    return reply.code(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'unavailable', checks: { database, redis } })
+  })
+}
+
+export default healthRoutes

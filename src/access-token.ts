@@ -1,0 +1,77 @@
+import { randomUUID } from 'node:crypto'
+import { ServiceError } from './errors.js'
+
+/** Tokens longer than this are refused before any parsing or signature work. */
+export const MAX_TOKEN_LENGTH = 8192
+
+/** The claim that marks an access token (a refresh token is never a JWT). */
+export const TOKEN_USE = 'access'
+
+/** RFC 9068's media type for JWT access tokens, put in and checked on the `typ` header. */
+export const ACCESS_TOKEN_TYP = 'at+jwt'
+
+export const REQUIRED_CLAIMS = ['sub', 'sid', 'jti', 'iat', 'exp', 'iss', 'aud', 'token_use'] as const
+
+export interface AccessTokenClaims {
+  sub: string
+  sid: string
+  jti: string
+  iat: number
+  exp: number
+  iss: string
+  aud: string
+  token_use: typeof TOKEN_USE
+}
+
+export function accessTokenClaims (
+  { userId, sessionId, now, ttlSeconds, issuer, audience }:
+  { userId: string, sessionId: string, now: number, ttlSeconds: number, issuer: string, audience: string }
+): AccessTokenClaims {
+  const iat = Math.floor(now / 1000)
+  return { sub: userId, sid: sessionId, jti: randomUUID(), iat, exp: iat + ttlSeconds, iss: issuer, aud: audience, token_use: TOKEN_USE }
+}
+
+/** The token of an `Authorization: Bearer <token>` header. */
+export function bearerToken (authorization: string | undefined): string {
+  const scheme = authorization === undefined ? null : /^Bearer(?:\s+|$)/i.exec(authorization)
+  const token = scheme === null ? '' : authorization!.slice(scheme[0].length).trim()
+  if (token === '') throw new ServiceError('ACCESS_TOKEN_MISSING')
+  if (token.length > MAX_TOKEN_LENGTH || /\s/.test(token)) throw new ServiceError('ACCESS_TOKEN_INVALID')
+  return token
+}
+
+/**
+ * The `kid` of a JWT's header, read without trusting anything else in it;
+ * undefined when the token has no readable header or kid.
+ */
+export function headerKid (token: string): string | undefined {
+  const end = token.indexOf('.')
+  if (end <= 0) return undefined
+  try {
+    const header: unknown = JSON.parse(Buffer.from(token.slice(0, end), 'base64url').toString('utf8'))
+    const kid = (header as { kid?: unknown } | null)?.kid
+    return typeof kid === 'string' ? kid : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Checks what signature verification leaves to us: the claims' types, the
+ * token type, and expiry against the injected clock.
+ */
+export function checkAccessClaims (payload: Record<string, unknown>, now: number, { allowExpired = false } = {}): AccessTokenClaims {
+  const { sub, sid, jti, iat, exp, token_use: tokenUse } = payload
+  if (
+    typeof sub !== 'string' || typeof sid !== 'string' || typeof jti !== 'string' ||
+    typeof iat !== 'number' || typeof exp !== 'number' || tokenUse !== TOKEN_USE
+  ) {
+    throw new ServiceError('ACCESS_TOKEN_INVALID')
+  }
+  return checkExpiry(payload as unknown as AccessTokenClaims, now, { allowExpired })
+}
+
+export function checkExpiry (claims: AccessTokenClaims, now: number, { allowExpired = false } = {}): AccessTokenClaims {
+  if (!allowExpired && claims.exp * 1000 <= now) throw new ServiceError('ACCESS_TOKEN_EXPIRED')
+  return claims
+}

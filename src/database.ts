@@ -1,0 +1,92 @@
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
+import { sql } from 'drizzle-orm'
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
+import { drizzle as drizzlePostgres } from 'drizzle-orm/node-postgres'
+import { migrate as migratePostgres } from 'drizzle-orm/node-postgres/migrator'
+import pg from 'pg'
+import * as schema from '../drizzle/schema.js'
+import { migrationsFolder } from './paths.js'
+
+export type Database = PgDatabase<PgQueryResultHKT, typeof schema>
+
+export interface DatabaseHandle {
+  db: Database
+  kind: 'pglite' | 'postgres'
+  /** Applies pending migrations; safe when several instances start at once. */
+  migrate(): Promise<void>
+  ping(): Promise<void>
+  close(): Promise<void>
+}
+
+/** Where users live: a PostgreSQL server by URL, else PGlite under `dataDir` (or in memory). */
+export type DatabaseLocation = { url: string } | { dataDir: string } | { memory: true }
+
+/** Any key works as long as every instance uses the same one; this is "auth-svc" in ASCII. */
+const MIGRATION_LOCK_KEY = 0x617574682d737663n
+
+export async function openDatabase (location: DatabaseLocation, onIdleError: (error: Error) => void = () => {}): Promise<DatabaseHandle> {
+  return 'url' in location ? openPostgres(location.url, onIdleError) : openPglite(location)
+}
+
+function openPostgres (url: string, onIdleError: (error: Error) => void): DatabaseHandle {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    // Bounded waits: an unreachable server yields an error, not a hung request.
+    connectionTimeoutMillis: 3000,
+    query_timeout: 5000,
+    idleTimeoutMillis: 30_000
+  })
+  // An idle connection dropped by the server must not crash the process.
+  pool.on('error', onIdleError)
+  const db = drizzlePostgres({ client: pool, schema })
+  return {
+    db,
+    kind: 'postgres',
+    async migrate () {
+      const client = await pool.connect()
+      try {
+        // Serializes concurrent start-ups: the second instance waits, then finds nothing to do.
+        await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY.toString()])
+        try {
+          await migratePostgres(drizzlePostgres({ client, schema }), { migrationsFolder })
+        } finally {
+          await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY.toString()])
+        }
+      } finally {
+        client.release()
+      }
+    },
+    async ping () {
+      await db.execute(sql`select 1`)
+    },
+    close: () => pool.end()
+  }
+}
+
+async function openPglite (location: { dataDir: string } | { memory: true }): Promise<DatabaseHandle> {
+  let client: PGlite
+  if ('dataDir' in location) {
+    const folder = join(location.dataDir, 'pgdata')
+    await mkdir(folder, { recursive: true, mode: 0o700 })
+    client = new PGlite(folder)
+  } else {
+    client = new PGlite()
+  }
+  await client.waitReady
+  const db = drizzlePglite({ client, schema })
+  return {
+    db,
+    kind: 'pglite',
+    // PGlite is one process's own database: there is no one to race with.
+    migrate: () => migratePglite(db, { migrationsFolder }),
+    async ping () {
+      await db.execute(sql`select 1`)
+    },
+    close: () => client.close()
+  }
+}

@@ -1,0 +1,62 @@
+import { STATUS_CODES } from 'node:http'
+
+/**
+ * The catalogue of every error the API answers with (API.md, "Errors").
+ * Clients branch on `code`; messages are for people and may change.
+ */
+const CATALOGUE = {
+  VALIDATION_ERROR: [400, 'The request does not match the expected schema'],
+  ACCESS_TOKEN_MISSING: [401, 'An access token is required: send Authorization: Bearer <token>'],
+  ACCESS_TOKEN_EXPIRED: [401, 'The access token has expired: call /auth/refresh for a new one'],
+  ACCESS_TOKEN_INVALID: [401, 'The access token is invalid'],
+  ACCESS_TOKEN_REVOKED: [401, 'The session of this access token has been revoked'],
+  REFRESH_TOKEN_MISSING: [401, 'A refresh token is required in the body or the refresh_token cookie'],
+  REFRESH_TOKEN_EXPIRED: [401, 'The refresh token has expired: log in again'],
+  REFRESH_TOKEN_INVALID: [401, 'The refresh token is invalid'],
+  REFRESH_TOKEN_REVOKED: [401, 'The session of this refresh token has been revoked'],
+  REFRESH_TOKEN_REUSED: [401, 'This refresh token was already used: the session has been revoked'],
+  INVALID_CREDENTIALS: [401, 'Wrong email or password'],
+  NOT_FOUND: [404, 'Not found'],
+  EMAIL_TAKEN: [409, 'An account with this email already exists'],
+  PAYLOAD_TOO_LARGE: [413, 'The request body is too large'],
+  UNSUPPORTED_MEDIA_TYPE: [415, 'The request body must be JSON (Content-Type: application/json)'],
+  RATE_LIMITED: [429, 'Too many requests: retry later'],
+  INTERNAL_ERROR: [500, 'Internal server error'],
+  STORE_UNAVAILABLE: [503, 'A storage backend is unavailable: retry later']
+} as const satisfies Record<string, readonly [number, string]>
+
+export type ErrorCode = keyof typeof CATALOGUE
+export const ERROR_CODES = Object.keys(CATALOGUE) as ErrorCode[]
+
+export class ServiceError extends Error {
+  readonly statusCode: number
+  readonly error: string
+
+  constructor (readonly code: ErrorCode, message?: string, options?: ErrorOptions) {
+    const [statusCode, defaultMessage] = CATALOGUE[code]
+    super(message ?? defaultMessage, options)
+    this.name = 'ServiceError'
+    this.statusCode = statusCode
+    this.error = STATUS_CODES[statusCode] ?? 'Error'
+  }
+
+  toJSON (): ErrorBody {
+    return { statusCode: this.statusCode, code: this.code, error: this.error, message: this.message }
+  }
+}
+
+export interface ErrorBody {
+  statusCode: number
+  code: ErrorCode
+  error: string
+  message: string
+}
+
+export function statusOf (code: ErrorCode): number {
+  return CATALOGUE[code][0]
+}
+
+/** Wraps a failure of PostgreSQL or Redis, keeping the cause for the log. */
+export function storeUnavailable (cause: unknown): ServiceError {
+  return new ServiceError('STORE_UNAVAILABLE', undefined, { cause })
+}

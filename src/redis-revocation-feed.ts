@@ -1,0 +1,106 @@
+import { Cluster, type Redis } from 'ioredis'
+import type { Clock } from './clock.js'
+import { storeUnavailable } from './errors.js'
+import type { RevocationEvent, RevocationFeed } from './revocation-list.js'
+
+export interface RedisRevocationFeedOptions {
+  prefix?: string
+  clock: Clock
+  /** Where failures to catch up are reported; the feed retries on its own. */
+  onError?: (error: unknown) => void
+}
+
+const CATCH_UP_RETRY_MS = 500
+
+/**
+ * Revocations shared through Redis. Each one is both published (instances
+ * online learn of it at once) and kept in a sorted set scored by when it stops
+ * mattering (an instance that starts, or reconnects after losing Redis, reads
+ * what it missed). The set expires with its newest entry, so it never grows
+ * beyond one access-token lifetime of revocations.
+ */
+export class RedisRevocationFeed implements RevocationFeed {
+  readonly #key: string
+  readonly #channel: string
+  #subscriber: Redis | Cluster | undefined
+  #closed = false
+  #retry: NodeJS.Timeout | undefined
+  #onReconnect: (() => void) | undefined
+
+  constructor (private readonly redis: Redis | Cluster, private readonly options: RedisRevocationFeedOptions) {
+    this.#key = `${options.prefix ?? 'auth:'}revocations`
+    this.#channel = this.#key
+  }
+
+  async publish (event: RevocationEvent): Promise<void> {
+    const now = this.options.clock.now()
+    const member = JSON.stringify(event)
+    try {
+      await this.redis.multi()
+        .zadd(this.#key, event.until, member)
+        .zremrangebyscore(this.#key, '-inf', now)
+        .pexpire(this.#key, Math.max(1, event.until - now))
+        .publish(this.#channel, member)
+        .exec()
+    } catch (error) {
+      throw storeUnavailable(error)
+    }
+  }
+
+  async start (deliver: (event: RevocationEvent) => void): Promise<void> {
+    // A connection in subscriber mode serves nothing else, hence a second one. It
+    // queues its SUBSCRIBE until connected (the main connection fails fast instead).
+    const subscriber = this.redis instanceof Cluster
+      ? this.redis.duplicate(undefined, { enableOfflineQueue: true })
+      : this.redis.duplicate({ enableOfflineQueue: true })
+    this.#subscriber = subscriber
+    subscriber.on('error', (error: Error) => this.options.onError?.(error))
+    subscriber.on('message', (_channel: string, message: string) => {
+      const event = parseEvent(message)
+      if (event !== undefined) deliver(event)
+    })
+    // After every reconnect: read what was published while this instance was away.
+    this.#onReconnect = () => this.#catchUp(deliver)
+    subscriber.on('ready', this.#onReconnect)
+    this.redis.on('ready', this.#onReconnect)
+    await subscriber.subscribe(this.#channel)
+    await this.#readMissed(deliver)
+  }
+
+  async close (): Promise<void> {
+    this.#closed = true
+    clearTimeout(this.#retry)
+    if (this.#onReconnect !== undefined) this.redis.off('ready', this.#onReconnect)
+    this.#subscriber?.disconnect()
+  }
+
+  async #readMissed (deliver: (event: RevocationEvent) => void): Promise<void> {
+    const members = await this.redis.zrangebyscore(this.#key, this.options.clock.now(), '+inf')
+    for (const member of members) {
+      const event = parseEvent(member)
+      if (event !== undefined) deliver(event)
+    }
+  }
+
+  /** Reads missed revocations, retrying until Redis answers or the feed is closed. */
+  #catchUp (deliver: (event: RevocationEvent) => void): void {
+    if (this.#closed) return
+    clearTimeout(this.#retry)
+    this.#readMissed(deliver).catch((error: unknown) => {
+      this.options.onError?.(error)
+      this.#retry = setTimeout(() => this.#catchUp(deliver), CATCH_UP_RETRY_MS).unref()
+    })
+  }
+}
+
+function parseEvent (text: string): RevocationEvent | undefined {
+  try {
+    const event = JSON.parse(text) as Record<string, unknown>
+    if (typeof event.until !== 'number') return undefined
+    if (typeof event.sessionId === 'string') return { sessionId: event.sessionId, until: event.until }
+    if (typeof event.userId === 'string' && typeof event.before === 'number') {
+      return { userId: event.userId, before: event.before, until: event.until }
+    }
+  } catch {}
+  return undefined
+}

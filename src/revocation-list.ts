@@ -1,0 +1,104 @@
+import type { Clock } from './clock.js'
+
+/**
+ * A revocation as instances tell each other: a session, or every session of a
+ * user that started before `before`. `until` is when the last access token it
+ * covers has expired, after which it can be forgotten.
+ */
+export type RevocationEvent =
+  | { sessionId: string, until: number }
+  | { userId: string, before: number, until: number }
+
+/** How instances share revocations (Redis pub/sub in redis-revocation-feed.ts). */
+export interface RevocationFeed {
+  publish(event: RevocationEvent): Promise<void>
+  /**
+   * Delivers every event still in force, then each new one as it comes, and
+   * again every event in force after each reconnect, so nothing missed while
+   * away is ever accepted once back.
+   */
+  start(deliver: (event: RevocationEvent) => void): Promise<void>
+  close(): Promise<void>
+}
+
+/**
+ * Sessions (and users' older sessions) whose access tokens must no longer be
+ * accepted, held in memory so the check costs no round trip. An entry is kept
+ * only until every access token it covers has expired. With a feed, each
+ * revocation reaches every instance; without one, this instance only.
+ */
+export class RevocationList {
+  readonly #sessionsUntil = new Map<string, number>()
+  readonly #usersBefore = new Map<string, { before: number, until: number }>()
+  #nextSweep = 0
+
+  constructor (
+    private readonly clock: Clock,
+    private readonly accessTokenTtlMs: number,
+    private readonly feed?: RevocationFeed
+  ) {}
+
+  /** Starts receiving other instances' revocations. */
+  async listen (): Promise<void> {
+    await this.feed?.start((event) => this.apply(event))
+  }
+
+  async revokeSession (sessionId: string): Promise<void> {
+    await this.#revoke({ sessionId, until: this.clock.now() + this.accessTokenTtlMs })
+  }
+
+  /** Every session of the user opened before now (logout-all), whether or not the store still lists it. */
+  async revokeUser (userId: string): Promise<void> {
+    const now = this.clock.now()
+    await this.#revoke({ userId, before: now, until: now + this.accessTokenTtlMs })
+  }
+
+  apply (event: RevocationEvent): void {
+    const now = this.clock.now()
+    if (event.until <= now) return
+    if ('sessionId' in event) {
+      this.#sessionsUntil.set(event.sessionId, Math.max(event.until, this.#sessionsUntil.get(event.sessionId) ?? 0))
+    } else {
+      const known = this.#usersBefore.get(event.userId)
+      if (known === undefined || known.before < event.before) this.#usersBefore.set(event.userId, { before: event.before, until: event.until })
+    }
+    if (now >= this.#nextSweep) this.#sweep(now)
+  }
+
+  isRevoked (sessionId: string): boolean {
+    const until = this.#sessionsUntil.get(sessionId)
+    return until !== undefined && this.clock.now() < until
+  }
+
+  /** Whether an access token (its sid, sub and iat in seconds) is covered by a revocation. */
+  rejects ({ sid, sub, iat }: { sid: string, sub: string, iat: number }): boolean {
+    if (this.isRevoked(sid)) return true
+    const user = this.#usersBefore.get(sub)
+    // iat has one-second precision: only tokens certainly issued before the cutoff
+    // are refused here; the rest of that second is covered by their sessions' own entries.
+    return user !== undefined && this.clock.now() < user.until && (iat + 1) * 1000 <= user.before
+  }
+
+  get size (): number {
+    return this.#sessionsUntil.size + this.#usersBefore.size
+  }
+
+  async close (): Promise<void> {
+    await this.feed?.close()
+  }
+
+  async #revoke (event: RevocationEvent): Promise<void> {
+    this.apply(event)
+    await this.feed?.publish(event)
+  }
+
+  #sweep (now: number): void {
+    for (const [sessionId, until] of this.#sessionsUntil) {
+      if (now >= until) this.#sessionsUntil.delete(sessionId)
+    }
+    for (const [userId, { until }] of this.#usersBefore) {
+      if (now >= until) this.#usersBefore.delete(userId)
+    }
+    this.#nextSweep = now + this.accessTokenTtlMs
+  }
+}

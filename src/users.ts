@@ -1,0 +1,91 @@
+import { eq, sql } from 'drizzle-orm'
+import { LRUCache } from 'lru-cache'
+import { users, type UserRow } from '../drizzle/schema.js'
+import type { Database } from './database.js'
+import { storeUnavailable } from './errors.js'
+
+export interface User {
+  id: string
+  email: string
+  passwordHash: string
+  createdAt: Date
+}
+
+/** What /users/me shows: no secret, and nothing the API lets change. */
+export type UserProfile = Omit<User, 'passwordHash'>
+
+/** Profiles remembered, so /users/me stays off the database on the hot path. */
+export const PROFILES_KEPT = 10_000
+
+/** Trims and lower-cases, so one mailbox is one account whatever its spelling. */
+export function normalizeEmail (email: string): string {
+  return email.trim().toLowerCase()
+}
+
+/** Users in PostgreSQL. A failure of the database surfaces as STORE_UNAVAILABLE. */
+export class UserRepository {
+  /*
+   * Bounded, and correct on every instance without invalidation messages: a
+   * profile's fields (id, email, creation time) never change once written, and
+   * users are never deleted. A row change (the password) drops the local entry
+   * anyway, so a future mutable field starts from a correct base.
+   */
+  readonly #profiles: LRUCache<string, UserProfile>
+
+  constructor (private readonly db: Database, profilesKept = PROFILES_KEPT) {
+    this.#profiles = new LRUCache({ max: profilesKept })
+  }
+
+  /** The profile for /users/me, from the cache when it can be. */
+  async findProfile (id: string): Promise<UserProfile | undefined> {
+    const cached = this.#profiles.get(id)
+    if (cached !== undefined) return cached
+    const user = await this.findById(id)
+    if (user === undefined) return undefined
+    const profile = { id: user.id, email: user.email, createdAt: user.createdAt }
+    this.#profiles.set(id, profile)
+    return profile
+  }
+
+  get cachedProfiles (): number {
+    return this.#profiles.size
+  }
+
+  /** Inserts a user; undefined when the email is already registered (in any case). */
+  async create (email: string, passwordHash: string): Promise<User | undefined> {
+    const rows = await this.#query(() => this.db.insert(users)
+      .values({ email: normalizeEmail(email), passwordHash })
+      .onConflictDoNothing()
+      .returning())
+    return rows[0] === undefined ? undefined : toUser(rows[0])
+  }
+
+  async findByEmail (email: string): Promise<User | undefined> {
+    const rows = await this.#query(() => this.db.select().from(users)
+      .where(eq(sql`lower(${users.email})`, normalizeEmail(email)))
+      .limit(1))
+    return rows[0] === undefined ? undefined : toUser(rows[0])
+  }
+
+  async updatePassword (id: string, passwordHash: string): Promise<void> {
+    await this.#query(() => this.db.update(users).set({ passwordHash, updatedAt: new Date() }).where(eq(users.id, id)))
+    this.#profiles.delete(id)
+  }
+
+  async findById (id: string): Promise<User | undefined> {
+    const rows = await this.#query(() => this.db.select().from(users).where(eq(users.id, id)).limit(1))
+    return rows[0] === undefined ? undefined : toUser(rows[0])
+  }
+
+  async #query<T> (query: () => Promise<T>): Promise<T> {
+    try {
+      return await query()
+    } catch (error) {
+      throw storeUnavailable(error)
+    }
+  }
+}
+
+function toUser (row: UserRow): User {
+  return { id: row.id, email: row.email, passwordHash: row.passwordHash, createdAt: row.createdAt }
+}

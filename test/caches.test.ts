@@ -1,0 +1,76 @@
+import type { FastifyInstance } from 'fastify'
+import t from 'tap'
+import { FakeClock, buildTestApp, signUpAndLogIn as login, testDatabase } from './helpers.js'
+import { UserRepository } from '../src/users.js'
+
+/*
+ * The hot path's caches, for correctness (never for speed): the access-token
+ * verification cache and the user-profile cache.
+ */
+
+const me = (app: FastifyInstance, token: string) =>
+  app.inject({ method: 'GET', url: '/users/me', headers: { authorization: `Bearer ${token}` } })
+
+t.test('verification cache: a hit still expires with its token', async (t) => {
+  const clock = new FakeClock()
+  const app = await buildTestApp(t, { clock, env: { ACCESS_TOKEN_TTL: '1m' } })
+  const { accessToken } = await login(app)
+  t.equal((await me(app, accessToken)).statusCode, 200)
+  t.equal(app.accessTokens.cachedTokens, 1, 'remembered after the first verification')
+  t.equal((await me(app, accessToken)).statusCode, 200, 'served from the cache')
+  t.equal(app.accessTokens.cachedTokens, 1)
+
+  clock.advance(60_000)
+  t.equal((await me(app, accessToken)).json().code, 'ACCESS_TOKEN_EXPIRED', 'never an expired token, cached or not')
+})
+
+t.test('verification cache: a hit is still checked for revocation', async (t) => {
+  const app = await buildTestApp(t)
+  const { accessToken, refreshToken } = await login(app)
+  t.equal((await me(app, accessToken)).statusCode, 200)
+  t.equal(app.accessTokens.cachedTokens, 1)
+  await app.inject({ method: 'POST', url: '/auth/logout', payload: { refreshToken } })
+  t.equal((await me(app, accessToken)).json().code, 'ACCESS_TOKEN_REVOKED', 'never a revoked token, cached or not')
+})
+
+t.test('verification cache: bounded, and only genuine tokens enter it', async (t) => {
+  const app = await buildTestApp(t, { verifiedTokensKept: 3 })
+  const tokens = []
+  for (let i = 0; i < 5; i++) tokens.push((await login(app)).accessToken)
+  for (const token of tokens) t.equal((await me(app, token)).statusCode, 200)
+  t.equal(app.accessTokens.cachedTokens, 3, 'never more than its bound')
+  for (const token of tokens) t.equal((await me(app, token)).statusCode, 200, 'evicted tokens verify again')
+
+  const before = app.accessTokens.cachedTokens
+  const [header, payload] = tokens[0]!.split('.')
+  t.equal((await me(app, `${header}.${payload}.${'A'.repeat(86)}`)).json().code, 'ACCESS_TOKEN_INVALID')
+  t.equal(app.accessTokens.cachedTokens, before, 'a forged token is never cached')
+})
+
+t.test('profile cache: /users/me stays off the database once a profile is known', async (t) => {
+  const app = await buildTestApp(t)
+  const { accessToken } = await login(app)
+  t.equal(app.users.cachedProfiles, 0)
+  const first = await me(app, accessToken)
+  t.equal(app.users.cachedProfiles, 1)
+  t.same((await me(app, accessToken)).json(), first.json(), 'the same answer from the cache')
+})
+
+t.test('profile cache: bounded, dropped on a row change, never holds the password hash', async (t) => {
+  const database = await testDatabase(t)
+  await database.migrate()
+  const users = new UserRepository(database.db, 2)
+  const created = []
+  for (let i = 0; i < 3; i++) created.push((await users.create(`profile-${i}@example.com`, `hash-${i}`))!)
+  for (const user of created) {
+    const profile = await users.findProfile(user.id)
+    t.same(profile, { id: user.id, email: user.email, createdAt: user.createdAt })
+    t.notOk(profile !== undefined && 'passwordHash' in profile, 'no secret in the cache')
+  }
+  t.equal(users.cachedProfiles, 2, 'never more than its bound')
+  await users.updatePassword(created[2]!.id, 'new-hash')
+  t.equal(users.cachedProfiles, 1, 'a changed row leaves the cache')
+  t.equal((await users.findById(created[2]!.id))?.passwordHash, 'new-hash', 'credentials are always read fresh')
+  t.equal(await users.findProfile('00000000-0000-4000-8000-000000000000'), undefined, 'an unknown user is not cached')
+  t.equal(users.cachedProfiles, 1)
+})

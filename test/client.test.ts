@@ -1,0 +1,177 @@
+import t from 'tap'
+import type { Test } from 'tap'
+import { AuthClient, AuthServiceError, LoginRequiredError } from '../examples/client/src/auth-client.js'
+import { FakeClock, TEST_DATABASE_URL, buildTestApp } from './helpers.js'
+
+/*
+ * examples/client against the service running over real HTTP (an in-process
+ * instance on a free port), as a Node application uses it: refresh token in
+ * memory. Refresh requests are counted by the server itself. The browser
+ * flavour (refresh token in the HttpOnly cookie) is run in Chromium by
+ * browser.test.ts.
+ */
+
+const ACCESS_TTL_MS = 60_000
+const PASSWORD = 'correct horse battery staple'
+let accounts = 0
+const email = (): string => `client-${++accounts}-${process.pid}@example.com`
+
+interface Running {
+  url: string
+  clock: FakeClock
+  /** Counts the requests the server receives for `path` from now on. */
+  count: (path: string) => () => number
+}
+
+/** One instance for the whole file (each test has accounts of its own); on PostgreSQL when CI provides it, else PGlite. */
+async function service (t: Test): Promise<Running> {
+  const clock = new FakeClock(Date.now())
+  const app = await buildTestApp(t, { clock, env: { ACCESS_TOKEN_TTL: `${ACCESS_TTL_MS / 1000}s` }, realDatabase: TEST_DATABASE_URL !== undefined })
+  const counts = new Map<string, number>()
+  app.server.on('request', (request) => {
+    const path = new URL(request.url ?? '/', 'http://service').pathname
+    counts.set(path, (counts.get(path) ?? 0) + 1)
+  })
+  const url = await app.listen({ host: '127.0.0.1', port: 0 })
+  return {
+    url,
+    clock,
+    count: (path) => {
+      const start = counts.get(path) ?? 0
+      return () => (counts.get(path) ?? 0) - start
+    }
+  }
+}
+
+const running = await service(t)
+
+async function signedIn (t: Test, running: Running, options: Partial<ConstructorParameters<typeof AuthClient>[0]> = {}) {
+  const loginRequired: string[] = []
+  const client = new AuthClient({ baseUrl: running.url, onLoginRequired: (code) => loginRequired.push(code), ...options })
+  const address = email()
+  t.match(await client.signup(address, PASSWORD), { email: address }, 'signed up')
+  await client.login(address, PASSWORD)
+  t.ok(client.signedIn, 'logged in')
+  return { client, address, loginRequired }
+}
+
+t.test('sign up, log in, call, log out', async (t) => {
+  const refreshes = running.count('/auth/refresh')
+  const { client, address, loginRequired } = await signedIn(t, running)
+  t.equal((await client.me()).email, address)
+  await t.rejects(client.signup(address, PASSWORD), { name: 'AuthServiceError', status: 409, code: 'EMAIL_TAKEN' })
+  await t.rejects(new AuthClient({ baseUrl: running.url }).login(address, 'wrong password'), { code: 'INVALID_CREDENTIALS' })
+
+  await client.logout()
+  t.notOk(client.signedIn)
+  await t.rejects(client.me(), LoginRequiredError, 'after logout: login required')
+  t.strictSame(loginRequired, ['REFRESH_TOKEN_MISSING'], 'the application was told once')
+  t.equal(refreshes(), 0, 'with nothing to refresh with, nothing was sent')
+})
+
+t.test('20 concurrent calls across an expiry: exactly one refresh, every call answered', async (t) => {
+  let refreshesSent = 0
+  let meCalls = 0
+  let expiredAnswers = 0
+  let refreshed!: () => void
+  const refreshDone = new Promise<void>((resolve) => { refreshed = resolve })
+
+  /*
+   * The clock passes the access token's expiry after the 10th call has gone
+   * out, so calls 11 to 20 certainly meet an expired token (the first ten may
+   * too, depending on when the server reads its clock). Calls 16 to 20 get
+   * their 401 only once the refresh is over, as a slow network would deliver
+   * them: they must use the new token rather than refresh again.
+   */
+  const countingFetch: typeof fetch = async (input, init) => {
+    const path = new URL(String(input)).pathname
+    if (path === '/auth/refresh') refreshesSent++
+    const call = path === '/users/me' ? ++meCalls : 0
+    const response = await fetch(input, init)
+    if (path === '/users/me' && call === 10) running.clock.advance(ACCESS_TTL_MS + 1000)
+    if (path === '/auth/refresh') refreshed()
+    if (response.status === 401) {
+      expiredAnswers++
+      if (call >= 16) await refreshDone
+    }
+    return response
+  }
+  const { client, address } = await signedIn(t, running, { fetch: countingFetch })
+  const refreshes = running.count('/auth/refresh')
+  const meRequests = running.count('/users/me')
+
+  const answers = await Promise.all(Array.from({ length: 20 }, () => client.me()))
+  t.equal(answers.length, 20)
+  t.ok(answers.every((user) => user.email === address), 'all 20 answered with the user')
+  t.equal(refreshes(), 1, 'the server received exactly one refresh')
+  t.equal(refreshesSent, 1, 'and the client sent exactly one')
+  t.ok(expiredAnswers >= 10 && expiredAnswers <= 20, `${expiredAnswers} calls met ACCESS_TOKEN_EXPIRED and were retried`)
+  t.equal(meRequests(), 20 + expiredAnswers, 'each expired call was retried once')
+
+  // The new token is in use: a later call needs no refresh.
+  t.equal((await client.me()).email, address)
+  t.equal(refreshes(), 1)
+})
+
+t.test('a session ended elsewhere: the refresh fails, the application goes to login once', async (t) => {
+  const { client, address, loginRequired } = await signedIn(t, running)
+  const elsewhere = new AuthClient({ baseUrl: running.url })
+  await elsewhere.login(address, PASSWORD)
+  await elsewhere.json('/auth/logout-all', { method: 'POST' })
+
+  running.clock.advance(ACCESS_TTL_MS + 1000)
+  const refreshes = running.count('/auth/refresh')
+  const calls = await Promise.allSettled(Array.from({ length: 5 }, () => client.me()))
+  for (const call of calls) {
+    t.match(call, { status: 'rejected', reason: { name: 'LoginRequiredError', code: 'REFRESH_TOKEN_REVOKED' } })
+  }
+  t.equal(refreshes(), 1, 'one refresh for the five calls')
+  t.strictSame(loginRequired, ['REFRESH_TOKEN_REVOKED'], 'onLoginRequired called once')
+  t.notOk(client.signedIn, 'the tokens are dropped')
+
+  await client.login(address, PASSWORD)
+  t.equal((await client.me()).email, address, 'logging in again works')
+})
+
+t.test('a revoked access token (not yet expired): login required, no refresh attempted', async (t) => {
+  const { client, address, loginRequired } = await signedIn(t, running)
+  const elsewhere = new AuthClient({ baseUrl: running.url })
+  await elsewhere.login(address, PASSWORD)
+  await elsewhere.json('/auth/logout-all', { method: 'POST' })
+  const refreshes = running.count('/auth/refresh')
+  await t.rejects(client.me(), { name: 'LoginRequiredError', code: 'ACCESS_TOKEN_REVOKED' })
+  t.equal(refreshes(), 0)
+  t.strictSame(loginRequired, ['ACCESS_TOKEN_REVOKED'])
+})
+
+t.test('a stolen refresh token used first: the client\'s refresh is reuse, and it goes to login', async (t) => {
+  let stolen: string | undefined
+  const leakyFetch: typeof fetch = async (input, init) => {
+    const response = await fetch(input, init)
+    if (new URL(String(input)).pathname === '/auth/login') stolen = ((await response.clone().json()) as { refreshToken: string }).refreshToken
+    return response
+  }
+  const { client, loginRequired } = await signedIn(t, running, { fetch: leakyFetch, refreshTokenStore: 'memory' })
+  const thief = await fetch(`${running.url}/auth/refresh`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refreshToken: stolen })
+  })
+  t.equal(thief.status, 200, 'the thief refreshed first')
+  // Past the access token's expiry, and past the reuse grace window.
+  running.clock.advance(ACCESS_TTL_MS + 1000)
+  await t.rejects(client.me(), { name: 'LoginRequiredError', code: 'REFRESH_TOKEN_REUSED' })
+  t.strictSame(loginRequired, ['REFRESH_TOKEN_REUSED'])
+  const { refreshToken: thiefs } = await thief.json() as { refreshToken: string }
+  const again = await fetch(`${running.url}/auth/refresh`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refreshToken: thiefs })
+  })
+  t.equal(((await again.json()) as { code: string }).code, 'REFRESH_TOKEN_REVOKED', 'the thief\'s token is revoked with the session')
+})
+
+t.test('errors other than the session\'s pass through', async (t) => {
+  const { client } = await signedIn(t, running)
+  await t.rejects(client.json('/auth/sessions/not-a-uuid', { method: 'DELETE' }), { code: 'VALIDATION_ERROR', status: 400 })
+  const missing = await client.fetch('/no/such/route')
+  t.equal(missing.status, 404, 'fetch answers non-401 errors as they are')
+  t.ok(client.signedIn, 'and keeps the session')
+  t.ok(new AuthServiceError(503, 'STORE_UNAVAILABLE', 'x') instanceof Error)
+})

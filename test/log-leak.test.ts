@@ -1,0 +1,133 @@
+import { Writable } from 'node:stream'
+import type { InjectOptions } from 'fastify'
+import t from 'tap'
+import { FakeClock, buildTestApp } from './helpers.js'
+import { refreshCookieOf } from './hardening-helpers.js'
+
+/*
+ * Nothing secret reaches the log: a full flow at trace level (every line
+ * Fastify and the service write), then the captured output is searched for
+ * every password, token, cookie value, hash and key the flow used.
+ */
+
+const JWT_SECRET = 'log-leak-test-signing-secret-0123456789abcdef'
+const INTROSPECTION_SECRET = 'log-leak-introspection-secret-0123'
+
+t.test('a full flow at trace level leaks no secret into the log', async (t) => {
+  const lines: string[] = []
+  const stream = new Writable({
+    write (chunk, _encoding, callback) {
+      lines.push(...String(chunk).split('\n').filter(Boolean))
+      callback()
+    }
+  })
+  const clock = new FakeClock()
+  const app = await buildTestApp(t, {
+    clock,
+    logger: { level: 'trace', stream },
+    env: { JWT_ALGORITHM: 'HS256', JWT_SECRET, INTROSPECTION_SECRET, LOG_LEVEL: 'trace' }
+  })
+  lines.length = 0 // start-up lines are not requests
+
+  const secrets = new Set<string>([JWT_SECRET, INTROSPECTION_SECRET])
+  const keep = (...values: Array<string | undefined>) => {
+    for (const value of values) if (value !== undefined && value !== '') secrets.add(value)
+  }
+  /** A token and the parts of it that are secret on their own (JWT signature, refresh-token secret). */
+  const keepToken = (token: string | undefined) => {
+    if (token === undefined) return
+    keep(token, token.split('.').at(-1))
+  }
+  const post = async (url: string, options: Omit<InjectOptions, 'method' | 'url'> = {}) => {
+    const response = await app.inject({ method: 'POST', url, ...options })
+    if (response.statusCode === 200 && url !== '/auth/introspect') {
+      keepToken(response.json().accessToken)
+      keepToken(response.json().refreshToken)
+    }
+    keep(refreshCookieOf(response))
+    return response
+  }
+  const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
+
+  const email = 'leak@example.com'
+  const password = 'first secret passphrase'
+  const newPassword = 'second secret passphrase'
+  const wrongPassword = 'a wrong secret guess'
+  keep(password, newPassword, wrongPassword)
+
+  t.equal((await post('/auth/signup', { payload: { email, password } })).statusCode, 201)
+  t.equal((await post('/auth/login', { payload: { email, password: wrongPassword } })).statusCode, 401)
+  const login = await post('/auth/login', { payload: { email, password } })
+  t.equal(login.statusCode, 200)
+  const first = login.json()
+  t.equal((await app.inject({ method: 'GET', url: '/users/me', headers: bearer(first.accessToken) })).statusCode, 200)
+  t.equal((await app.inject({ method: 'GET', url: '/users/me', headers: bearer(`${first.accessToken}tampered`) })).statusCode, 401)
+  t.equal((await app.inject({ method: 'GET', url: '/auth/sessions', headers: bearer(first.accessToken) })).statusCode, 200)
+
+  const byCookie = await post('/auth/refresh', { cookies: { refresh_token: first.refreshToken } })
+  t.equal(byCookie.statusCode, 200)
+  const byBody = await post('/auth/refresh', { payload: { refreshToken: byCookie.json().refreshToken } })
+  t.equal(byBody.statusCode, 200)
+  // The first token again, after the grace window: reuse, logged at warn, the session revoked.
+  clock.advance(11_000)
+  const reused = await post('/auth/refresh', { payload: { refreshToken: first.refreshToken } })
+  t.equal(reused.json().code, 'REFRESH_TOKEN_REUSED')
+
+  const second = (await post('/auth/login', { payload: { email, password } })).json()
+  const change = await post('/auth/password', { headers: bearer(second.accessToken), payload: { currentPassword: wrongPassword, newPassword } })
+  t.equal(change.statusCode, 401)
+  t.equal((await post('/auth/password', { headers: bearer(second.accessToken), payload: { currentPassword: password, newPassword } })).statusCode, 204)
+  const third = (await post('/auth/login', { payload: { email, password: newPassword } })).json()
+
+  if (app.hasRoute({ method: 'POST', url: '/auth/introspect' })) {
+    const introspection = await post('/auth/introspect', { headers: bearer(INTROSPECTION_SECRET), payload: { token: third.accessToken } })
+    t.equal(introspection.statusCode, 200, 'introspection')
+    await post('/auth/introspect', { headers: bearer(`${INTROSPECTION_SECRET}x`), payload: { token: third.accessToken } })
+  }
+
+  // Secrets inside bodies the service refuses.
+  await app.inject({ method: 'POST', url: '/auth/login', headers: { 'content-type': 'application/json' }, payload: `{"email":"${email}","password":"${newPassword}",` })
+  await app.inject({ method: 'POST', url: '/auth/login', payload: { email, password: newPassword, extra: newPassword } })
+  await app.inject({ method: 'POST', url: '/auth/login', headers: { 'content-type': 'text/plain' }, payload: newPassword })
+  await app.inject({ method: 'POST', url: '/auth/signup', payload: { email: newPassword, password: newPassword } })
+  await post('/auth/refresh', { payload: { refreshToken: `${third.refreshToken}x` } })
+
+  t.equal((await post('/auth/logout', { cookies: { refresh_token: third.refreshToken }, headers: bearer(third.accessToken) })).statusCode, 204)
+  t.equal((await post('/auth/logout-all', { headers: bearer(second.accessToken) })).statusCode, 204)
+
+  const user = await app.users.findByEmail(email)
+  keep(user!.passwordHash, user!.passwordHash.split('$').at(-1), user!.passwordHash.split('$').at(-2))
+
+  // What the log must still be: detailed, and every line of a request carries its id.
+  const log = lines.join('\n')
+  t.ok(lines.length > 50, `${lines.length} lines at trace level`)
+  t.match(log, /"msg":"incoming request"/)
+  t.match(log, /"msg":"request completed"/)
+  const reuse = lines.map((line) => JSON.parse(line)).find((entry) => entry.event === 'refresh_token_reused')
+  t.ok(reuse, 'the reuse is logged')
+  t.match(reuse, { level: 40, userId: user!.id, ip: '127.0.0.1' }, 'at warn, with user and client address')
+  const withoutId = lines.filter((line) => JSON.parse(line).reqId === undefined)
+  t.same(withoutId, [], 'every line carries the request id')
+
+  t.ok(secrets.size > 25, `${secrets.size} secrets searched for`)
+  for (const secret of secrets) {
+    t.notOk(log.includes(secret), `not in the log: ${secret.slice(0, 12)}… (${secret.length} characters)`)
+  }
+})
+
+t.test('the redaction list applies to any logger given as options', async (t) => {
+  const lines: string[] = []
+  const stream = new Writable({ write (chunk, _encoding, callback) { lines.push(String(chunk)); callback() } })
+  const app = await buildTestApp(t, { logger: { level: 'info', stream } })
+  app.log.info({
+    password: 'pw-1',
+    body: { password: 'pw-2', newPassword: 'pw-3', currentPassword: 'pw-4', refreshToken: 'rt-1', accessToken: 'at-1', token: 'tk-1' },
+    req: { headers: { authorization: 'Bearer at-2', cookie: 'refresh_token=rt-2' } },
+    res: { headers: { 'set-cookie': 'refresh_token=rt-3' } }
+  }, 'something careless')
+  const log = lines.join('')
+  for (const secret of ['pw-1', 'pw-2', 'pw-3', 'pw-4', 'rt-1', 'at-1', 'tk-1', 'at-2', 'rt-2', 'rt-3']) {
+    t.notOk(log.includes(secret), `${secret} redacted`)
+  }
+  t.match(log, /\[Redacted\]/)
+})
