@@ -116,7 +116,7 @@ export async function measureRedisMemory (url: string, prefix: string, count = 1
             now: at,
             idleTtlMs: 14 * DAY_MS,
             graceMs: 10_000,
-            successor: { hash: hashSecret(next.secret), sealed: sealSuccessor(session.secret, next.token) }
+            successor: { hash: hashSecret(next.secret), sealed: sealSuccessor(session.secret, next.secret) }
           })
           if (outcome.result !== 'refreshed') throw new Error(`rotation ${rotation} of a benchmark session: ${outcome.result}`)
           session.secret = next.secret

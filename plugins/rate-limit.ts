@@ -39,8 +39,9 @@ export function defaultRateLimits (loginRateLimit: RateLimit): RateLimitSettings
     loginPerAddress: { max: loginRateLimit.max * SHARED_ADDRESS_FACTOR, windowSeconds: loginRateLimit.windowSeconds },
     // A signup costs an argon2 hash and a row: ten an hour and some, from one address, is an office signing up.
     signupPerAddress: { max: 50, windowSeconds: 600 },
-    // Refresh tokens cannot be guessed (256 bits); this only caps a flood. One refresh per user every
-    // ACCESS_TOKEN_TTL (10 min) lets several thousand users share an address.
+    // Refresh tokens cannot be guessed (256 bits); this only caps a flood, and is counted per instance
+    // (see `limiter`). One refresh per user every ACCESS_TOKEN_TTL (10 min) lets several thousand users
+    // share an address.
     refreshPerAddress: { max: 600, windowSeconds: 60 }
   }
 }
@@ -88,7 +89,7 @@ function decide (reply: FastifyReply, results: CheckResult[]): (CheckResult & { 
 
 /**
  * Rate limits with @fastify/rate-limit, counted in Redis when the app has it
- * (every instance shares the count) and in process otherwise. A route names
+ * (every instance shares the count; refresh's excepted) and in process otherwise. A route names
  * its policy in its config; each policy is one or more limits, all counted
  * on every attempt that reaches the handler (after validation, so malformed
  * requests, which cost nothing, do not use up a client's attempts). When any
@@ -104,8 +105,13 @@ async function rateLimitPlugin (fastify: FastifyInstance, options: RateLimitPlug
   /**
    * One limit. Each is @fastify/rate-limit registered in a scope of its own, used
    * through its root limiter, so its keys are `<prefix>rate-limit:<name>:<key>`.
+   * A limit `perInstance` is counted in process even with Redis: the refresh limit,
+   * which guards against floods of requests that each cost one Redis command, would
+   * otherwise double that cost for every refresh (a refresh is one round trip).
    */
-  async function limiter (name: string, limit: RateLimit, keyOf: (request: FastifyRequest) => string): Promise<Limiter> {
+  async function limiter (
+    name: string, limit: RateLimit, keyOf: (request: FastifyRequest) => string, { perInstance = false } = {}
+  ): Promise<Limiter> {
     let check: Check | undefined
     await fastify.register(fp(async (scope) => {
       await scope.register(fastifyRateLimit, {
@@ -113,7 +119,7 @@ async function rateLimitPlugin (fastify: FastifyInstance, options: RateLimitPlug
         max: limit.max,
         timeWindow: limit.windowSeconds * 1000,
         keyGenerator: keyOf,
-        redis,
+        redis: perInstance ? undefined : redis,
         nameSpace: `${prefix}${name}:`,
         cache: LOCAL_CACHE_ENTRIES,
         skipOnError: false
@@ -128,7 +134,7 @@ async function rateLimitPlugin (fastify: FastifyInstance, options: RateLimitPlug
     login: [loginPerAddress, await limiter('login-account', limits.loginPerAccount, accountOf)],
     password: [loginPerAddress, await limiter('password-user', limits.loginPerAccount, userOf)],
     signup: [await limiter('signup-address', limits.signupPerAddress, clientAddress)],
-    refresh: [await limiter('refresh-address', limits.refreshPerAddress, clientAddress)]
+    refresh: [await limiter('refresh-address', limits.refreshPerAddress, clientAddress, { perInstance: true })]
   }
 
   function enforce (policy: RateLimitPolicy): preHandlerAsyncHookHandler {

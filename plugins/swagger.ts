@@ -1,11 +1,12 @@
 import fastifySwagger from '@fastify/swagger'
-import fastifySwaggerUi from '@fastify/swagger-ui'
+import fastifySwaggerUi, { type FastifySwaggerUiOptions } from '@fastify/swagger-ui'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { IsOptional, type TSchema } from 'typebox'
 import { packageVersion } from '../src/paths.js'
 import { DOCS_PREFIX } from './auth.js'
 import { REFRESH_COOKIE, REFRESH_COOKIE_PATH } from './cookie.js'
+import { docsSecurityHeaders } from './security-headers.js'
 
 const DESCRIPTION = `Signup, login, rotating refresh tokens and JWKS-verifiable access tokens.
 
@@ -57,6 +58,33 @@ function finishDocument<T extends { paths?: object }> (document: T): T {
 function defaultOperationId (method: string, url: string): string {
   const words = [method, ...url.split(/[^A-Za-z0-9]+/)].filter(Boolean).map((word) => word.toLowerCase())
   return words.map((word, index) => index === 0 ? word : word[0]!.toUpperCase() + word.slice(1)).join('')
+}
+
+/** Swagger UI at /docs: what it keeps, and how "Try it out" sends requests. */
+const swaggerUiOptions: FastifySwaggerUiOptions = {
+  routePrefix: DOCS_PREFIX,
+  uiConfig: {
+    // The bearer token stays in this browser's localStorage across reloads until "Logout" in Authorize.
+    persistAuthorization: true,
+    deepLinking: true,
+    tryItOutEnabled: true,
+    displayRequestDuration: true,
+    // Runs in the browser (serialized into swagger-initializer.js): a request without a body is sent without a
+    // Content-Type, as any client would; Swagger UI would otherwise send `application/json` with an empty body,
+    // which is malformed JSON (400). So refresh and logout can be tried with the body left empty: the cookie is used.
+    // Covered by test/browser.test.ts, not by Node's coverage.
+    /* c8 ignore start */
+    requestInterceptor: function withoutContentTypeWhenEmpty (request) {
+      if (request.body === undefined || request.body === null || request.body === '') {
+        for (const name of Object.keys(request.headers ?? {})) {
+          if (name.toLowerCase() === 'content-type') delete request.headers[name]
+        }
+      }
+      return request
+    },
+    /* c8 ignore stop */
+    defaultModelsExpandDepth: 0
+  }
 }
 
 /**
@@ -123,30 +151,10 @@ async function swaggerPlugin (fastify: FastifyInstance): Promise<void> {
     transformObject: (document) => finishDocument('openapiObject' in document ? document.openapiObject : document.swaggerObject)
   })
 
-  await fastify.register(fastifySwaggerUi, {
-    routePrefix: DOCS_PREFIX,
-    uiConfig: {
-      // The bearer token stays in this browser's localStorage across reloads until "Logout" in Authorize.
-      persistAuthorization: true,
-      deepLinking: true,
-      tryItOutEnabled: true,
-      displayRequestDuration: true,
-      // Runs in the browser (serialized into swagger-initializer.js): a request without a body is sent without a
-      // Content-Type, as any client would; Swagger UI would otherwise send `application/json` with an empty body,
-      // which is malformed JSON (400). So refresh and logout can be tried with the body left empty: the cookie is used.
-      // Covered by test/browser.test.ts, not by Node's coverage.
-      /* c8 ignore start */
-      requestInterceptor: function withoutContentTypeWhenEmpty (request) {
-        if (request.body === undefined || request.body === null || request.body === '') {
-          for (const name of Object.keys(request.headers ?? {})) {
-            if (name.toLowerCase() === 'content-type') delete request.headers[name]
-          }
-        }
-        return request
-      },
-      /* c8 ignore stop */
-      defaultModelsExpandDepth: 0
-    }
+  // Swagger UI in a scope of its own, with the security headers its pages need.
+  await fastify.register(async (docs) => {
+    await docs.register(docsSecurityHeaders)
+    await docs.register(fastifySwaggerUi, swaggerUiOptions)
   })
 }
 

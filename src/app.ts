@@ -95,7 +95,10 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
   await fastify.register(configPlugin, { config: options.config, clock: options.clock ?? systemClock })
   await fastify.register(errorsPlugin)
   await fastify.register(securityHeadersPlugin)
-  fastify.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
+  fastify.addHook('onRequest', function requestIdHeader (request, reply, done) {
+    reply.header('x-request-id', request.id)
+    done()
+  })
   await fastify.register(databasePlugin, { database: options.database })
   await fastify.register(redisPlugin, { redis: options.redis })
   // After the database: opening and migrating PGlite blocks the event loop, which is no reason to shed load.

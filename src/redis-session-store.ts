@@ -1,7 +1,7 @@
 import type { Cluster, Redis } from 'ioredis'
 import { storeUnavailable } from './errors.js'
 import {
-  SPENT_TOKENS_KEPT, initialState, expiresAt,
+  SPENT_TAG_LENGTH, SPENT_TOKENS_KEPT, initialState, expiresAt,
   type NewSession, type RefreshAttempt, type RefreshOutcome, type SessionInfo, type SessionStore
 } from './session-store.js'
 
@@ -10,9 +10,12 @@ import {
  * Cluster hash tag, so every key of a session lands on one node and each
  * script below runs there atomically. Short field names keep a session small:
  *   u user id, c created, l last used, i idle expiry, a absolute expiry,
- *   ua user agent, ip client address, h current token hash, p previous hash,
- *   r rotated at, s sealed successor, x spent hashes (comma-separated,
- *   newest first), v "1" once revoked.
+ *   ua, ua1, … user agent, ip client address, h current token hash,
+ *   p previous hash, r rotated at, s sealed successor, x spent tags (8
+ *   characters each, newest first, no separator), v "1" once revoked.
+ * No value is over 64 bytes (the user agent is cut into 64-byte pieces), so
+ * Redis keeps the hash in its compact listpack encoding (hash-max-listpack-value),
+ * a third of the size of a hashtable.
  * The key's TTL always ends at the session's own expiry, so nothing outlives it.
  *
  * `<prefix>user:{<user id>}:sessions` indexes a user's sessions (a sorted set
@@ -24,7 +27,7 @@ import {
 const REFRESH_SCRIPT = `
 local key = KEYS[1]
 local presented, now, idleTtl, grace = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local successorHash, sealed, clientIp, spentKept = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local successorHash, sealed, clientIp, spentKept, tagLength = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
 local s = redis.call('HMGET', key, 'u', 'h', 'p', 'r', 's', 'x', 'i', 'a', 'v', 'ip')
 local userId = s[1]
 if not userId then return {'unknown'} end
@@ -36,7 +39,7 @@ if presented == s[2] then
   if boundElsewhere then return {'ip-mismatch', userId} end
   local newIdle = math.min(now + idleTtl, absolute)
   if successorHash ~= '' then
-    local spent = string.sub(presented .. ',' .. (s[6] or ''), 1, 44 * spentKept)
+    local spent = string.sub(string.sub(presented, 1, tagLength) .. (s[6] or ''), 1, tagLength * spentKept)
     redis.call('HSET', key, 'h', successorHash, 'p', presented, 'r', ARGV[2], 's', sealed, 'x', spent)
   end
   redis.call('HSET', key, 'l', ARGV[2], 'i', string.format('%d', newIdle))
@@ -45,12 +48,17 @@ if presented == s[2] then
 end
 if s[3] and presented == s[3] and now - tonumber(s[4]) < grace then
   if boundElsewhere then return {'ip-mismatch', userId} end
-  return {'grace', userId, s[7], s[8], s[5]}
+  return {'grace', userId, s[7], s[8], s[5], s[2]}
 end
-if s[6] and string.find(s[6], presented, 1, true) then
-  redis.call('HSET', key, 'v', '1')
-  redis.call('HDEL', key, 'h', 'p', 's', 'x')
-  return {'reused', userId}
+if s[6] then
+  local tag = string.sub(presented, 1, tagLength)
+  for at = 1, #s[6], tagLength do
+    if string.sub(s[6], at, at + tagLength - 1) == tag then
+      redis.call('HSET', key, 'v', '1')
+      redis.call('HDEL', key, 'h', 'p', 's', 'x')
+      return {'reused', userId}
+    end
+  end
 end
 return {'unknown'}
 `
@@ -74,6 +82,32 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 local remaining = tonumber(ARGV[2]) - tonumber(ARGV[3])
 if redis.call('PTTL', KEYS[1]) < remaining then redis.call('PEXPIRE', KEYS[1], remaining) end
 `
+
+/** Redis's default hash-max-listpack-value: a longer value turns the whole hash into a hashtable. */
+const COMPACT_VALUE_BYTES = 64
+/** Enough pieces for the longest user agent the routes store (256 characters, each at most two UTF-8 bytes). */
+const USER_AGENT_FIELDS = ['ua', ...Array.from({ length: 7 }, (_, index) => `ua${index + 1}`)]
+
+/** The user agent as fields of at most COMPACT_VALUE_BYTES, cut between characters (and cut off after the last field). */
+export function userAgentFields (userAgent: string): Record<string, string> {
+  const fields: Record<string, string> = {}
+  let field = 0
+  let piece = ''
+  let pieceBytes = 0
+  for (const character of userAgent) {
+    const bytes = Buffer.byteLength(character)
+    if (pieceBytes + bytes > COMPACT_VALUE_BYTES) {
+      fields[USER_AGENT_FIELDS[field]!] = piece
+      if (++field === USER_AGENT_FIELDS.length) return fields
+      piece = ''
+      pieceBytes = 0
+    }
+    piece += character
+    pieceBytes += bytes
+  }
+  fields[USER_AGENT_FIELDS[field]!] = piece
+  return fields
+}
 
 interface SessionScripts {
   authIndexSession(key: string, sessionId: string, absoluteExpiresAt: string, now: string): Promise<null>
@@ -120,7 +154,7 @@ export class RedisSessionStore implements SessionStore {
         l: state.lastUsedAt,
         i: state.idleExpiresAt,
         a: state.absoluteExpiresAt,
-        ua: state.userAgent,
+        ...userAgentFields(state.userAgent),
         ip: state.ip,
         h: session.tokenHash
       })
@@ -138,14 +172,17 @@ export class RedisSessionStore implements SessionStore {
       attempt.successor?.hash ?? '',
       attempt.successor?.sealed ?? '',
       attempt.clientIp ?? '',
-      String(SPENT_TOKENS_KEPT)
+      String(SPENT_TOKENS_KEPT),
+      String(SPENT_TAG_LENGTH)
     ))
-    const [result, userId = '', idle, absolute, sealed] = reply
+    const [result, userId = '', idle, absolute, sealed, successorHash] = reply
     switch (result) {
       case 'refreshed':
         return { result, userId, idleExpiresAt: Number(idle), absoluteExpiresAt: Number(absolute) }
       case 'grace':
-        return { result, userId, idleExpiresAt: Number(idle), absoluteExpiresAt: Number(absolute), sealedSuccessor: sealed! }
+        return {
+          result, userId, idleExpiresAt: Number(idle), absoluteExpiresAt: Number(absolute), sealedSuccessor: sealed!, successorHash: successorHash!
+        }
       case 'reused':
       case 'ip-mismatch':
       case 'revoked':
@@ -165,17 +202,17 @@ export class RedisSessionStore implements SessionStore {
     const indexKey = this.userIndexKey(userId)
     const ids = await this.#call(() => this.redis.zrangebyscore(indexKey, now, '+inf'))
     const rows = await this.#call(() => Promise.all(ids.map((id) =>
-      this.redis.hmget(this.sessionKey(id), 'u', 'c', 'l', 'i', 'a', 'ua', 'ip', 'v'))))
+      this.redis.hmget(this.sessionKey(id), 'u', 'c', 'l', 'i', 'a', 'ip', 'v', ...USER_AGENT_FIELDS))))
     const sessions: SessionInfo[] = []
     const gone: string[] = []
-    rows.forEach(([owner, created, lastUsed, idle, absolute, userAgent, ip, revoked], index) => {
+    rows.forEach(([owner, created, lastUsed, idle, absolute, ip, revoked, ...userAgentPieces], index) => {
       const id = ids[index]!
       const ends = Math.min(Number(idle), Number(absolute))
       if (owner !== userId || revoked === '1' || !(now < ends)) {
         if (owner === null) gone.push(id)
         return
       }
-      sessions.push({ id, createdAt: Number(created), lastUsedAt: Number(lastUsed), expiresAt: ends, userAgent: userAgent ?? '', ip: ip ?? '' })
+      sessions.push({ id, createdAt: Number(created), lastUsedAt: Number(lastUsed), expiresAt: ends, userAgent: userAgentPieces.join(''), ip: ip ?? '' })
     })
     if (gone.length > 0) await this.#call(() => this.redis.zrem(indexKey, ...gone))
     return sessions.sort((a, b) => a.createdAt - b.createdAt)

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto'
+import { createHash, createHmac, randomBytes } from 'node:crypto'
 
 /**
  * Refresh tokens look like `rt1.<session id>.<expiry>.<secret>`:
@@ -35,9 +35,20 @@ export function sessionStartedAt (sessionId: string): number {
   return Number.parseInt(sessionId.slice(0, 8) + sessionId.slice(9, 13), 16)
 }
 
+const SECRET_BYTES = 32
+
+export function newRefreshSecret (): string {
+  return randomBytes(SECRET_BYTES).toString('base64url')
+}
+
 export function issueRefreshToken (sessionId: string, expiresAtMs: number): { token: string, secret: string } {
-  const secret = randomBytes(32).toString('base64url')
-  return { token: formatRefreshToken({ sessionId, expiresAt: Math.floor(expiresAtMs / 1000), secret }), secret }
+  const secret = newRefreshSecret()
+  return { token: refreshTokenOf(sessionId, expiresAtMs, secret), secret }
+}
+
+/** The token of a session's secret, carrying its expiry (ms) in Unix seconds. */
+export function refreshTokenOf (sessionId: string, expiresAtMs: number, secret: string): string {
+  return formatRefreshToken({ sessionId, expiresAt: Math.floor(expiresAtMs / 1000), secret })
 }
 
 export function formatRefreshToken ({ sessionId, expiresAt, secret }: RefreshToken): string {
@@ -56,28 +67,28 @@ export function hashSecret (secret: string): string {
 
 /**
  * The successor of a rotated token is kept for the grace window so parallel
- * requests with the old token get the same successor. It is sealed with a key
- * derived from the old token's secret, which the store never sees: a dump of
- * the store yields no usable token.
+ * requests with the old token get the same successor. Only its secret is
+ * kept, masked with a one-time pad derived from the old token's secret
+ * (HMAC-SHA-256), which the store never sees: a dump of the store yields no
+ * usable token. Sealed, it is 43 characters, small enough for Redis's compact
+ * hash encoding; opening it checks the result against the successor's stored
+ * hash, so a tampered or wrongly keyed value opens to nothing.
  */
-export function sealSuccessor (oldSecret: string, successor: string): string {
-  const iv = randomBytes(12)
-  const cipher = createCipheriv('aes-256-gcm', successorKey(oldSecret), iv)
-  const sealed = Buffer.concat([cipher.update(successor, 'utf8'), cipher.final()])
-  return Buffer.concat([iv, cipher.getAuthTag(), sealed]).toString('base64url')
+export function sealSuccessor (oldSecret: string, successorSecret: string): string {
+  return xor(Buffer.from(successorSecret, 'base64url'), successorPad(oldSecret)).toString('base64url')
 }
 
-export function openSuccessor (oldSecret: string, sealed: string): string | undefined {
-  try {
-    const bytes = Buffer.from(sealed, 'base64url')
-    const decipher = createDecipheriv('aes-256-gcm', successorKey(oldSecret), bytes.subarray(0, 12))
-    decipher.setAuthTag(bytes.subarray(12, 28))
-    return Buffer.concat([decipher.update(bytes.subarray(28)), decipher.final()]).toString('utf8')
-  } catch {
-    return undefined
-  }
+export function openSuccessor (oldSecret: string, sealed: string, successorHash: string): string | undefined {
+  const masked = Buffer.from(sealed, 'base64url')
+  if (masked.length !== SECRET_BYTES) return undefined
+  const secret = xor(masked, successorPad(oldSecret)).toString('base64url')
+  return hashSecret(secret) === successorHash ? secret : undefined
 }
 
-function successorKey (secret: string): Buffer {
-  return Buffer.from(hkdfSync('sha256', secret, '', 'refresh-token-successor', 32))
+function successorPad (secret: string): Buffer {
+  return createHmac('sha256', secret).update('refresh-token-successor').digest()
+}
+
+function xor (a: Buffer, b: Buffer): Buffer {
+  return Buffer.from(a.map((byte, index) => byte ^ b[index]!))
 }

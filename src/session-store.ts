@@ -61,12 +61,32 @@ export interface RefreshAttempt {
 
 export type RefreshOutcome =
   | { result: 'refreshed', userId: string, idleExpiresAt: number, absoluteExpiresAt: number }
-  | { result: 'grace', userId: string, sealedSuccessor: string, idleExpiresAt: number, absoluteExpiresAt: number }
+  | {
+    result: 'grace'
+    userId: string
+    /** The successor as the rotation sealed it, and the hash it must open to. */
+    sealedSuccessor: string
+    successorHash: string
+    idleExpiresAt: number
+    absoluteExpiresAt: number
+  }
   | { result: 'reused' | 'ip-mismatch' | 'revoked' | 'expired', userId: string }
   | { result: 'unknown' }
 
 /** How many spent tokens of a family are remembered to recognize reuse. */
 export const SPENT_TOKENS_KEPT = 8
+
+/**
+ * A spent token is remembered by the first 48 bits of its hash: recognizing
+ * a replay needs no more (a forger's guess matches one of the eight with odds
+ * of 1 in 3.5 × 10^13, and would only end the session), and eight of them fit
+ * in one 64-byte value, which keeps a Redis session hash compactly encoded.
+ */
+export const SPENT_TAG_LENGTH = 8
+
+export function spentTag (tokenHash: string): string {
+  return tokenHash.slice(0, SPENT_TAG_LENGTH)
+}
 
 /** A session as both stores hold it. */
 export interface SessionState {
@@ -82,8 +102,8 @@ export interface SessionState {
   previousHash?: string
   rotatedAt?: number
   sealedSuccessor?: string
-  /** Most recent first, at most SPENT_TOKENS_KEPT. */
-  spentHashes: string[]
+  /** Tags (spentTag) of spent tokens, most recent first, at most SPENT_TOKENS_KEPT. */
+  spentTags: string[]
 }
 
 export function initialState (session: NewSession): SessionState {
@@ -97,7 +117,7 @@ export function initialState (session: NewSession): SessionState {
     ip: session.ip,
     revoked: false,
     tokenHash: session.tokenHash,
-    spentHashes: []
+    spentTags: []
   }
 }
 
@@ -145,7 +165,7 @@ export function decideRefresh (state: SessionState, attempt: RefreshAttempt): Re
       state.rotatedAt = attempt.now
       state.sealedSuccessor = attempt.successor.sealed
       state.tokenHash = attempt.successor.hash
-      state.spentHashes = [attempt.presentedHash, ...state.spentHashes].slice(0, SPENT_TOKENS_KEPT)
+      state.spentTags = [spentTag(attempt.presentedHash), ...state.spentTags].slice(0, SPENT_TOKENS_KEPT)
     }
     state.lastUsedAt = attempt.now
     state.idleExpiresAt = Math.min(attempt.now + attempt.idleTtlMs, state.absoluteExpiresAt)
@@ -158,12 +178,13 @@ export function decideRefresh (state: SessionState, attempt: RefreshAttempt): Re
       result: 'grace',
       userId,
       sealedSuccessor: state.sealedSuccessor!,
+      successorHash: state.tokenHash!,
       idleExpiresAt: state.idleExpiresAt,
       absoluteExpiresAt: state.absoluteExpiresAt
     }
   }
 
-  if (state.spentHashes.includes(attempt.presentedHash)) {
+  if (state.spentTags.includes(spentTag(attempt.presentedHash))) {
     revokeState(state)
     return { result: 'reused', userId }
   }
@@ -176,7 +197,7 @@ export function revokeState (state: SessionState): void {
   delete state.tokenHash
   delete state.previousHash
   delete state.sealedSuccessor
-  state.spentHashes = []
+  state.spentTags = []
 }
 
 export function isRevocableWith (state: SessionState, presentedHash: string | undefined): boolean {

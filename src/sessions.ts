@@ -2,8 +2,8 @@ import type { Clock } from './clock.js'
 import type { Config } from './config.js'
 import { ServiceError } from './errors.js'
 import {
-  hashSecret, issueRefreshToken, newSessionId, openSuccessor, parseRefreshToken,
-  sealSuccessor, sessionStartedAt, type RefreshToken
+  hashSecret, issueRefreshToken, newRefreshSecret, newSessionId, openSuccessor, parseRefreshToken,
+  refreshTokenOf, sealSuccessor, sessionStartedAt, type RefreshToken
 } from './refresh-token.js'
 import type { RevocationList } from './revocation-list.js'
 import type { SessionInfo, SessionStore } from './session-store.js'
@@ -75,32 +75,30 @@ export class SessionService {
     const now = clock.now()
     const idleTtlMs = policy.refreshTokenTtl * 1000
 
-    let successor: string | undefined
-    let successorHash: string | undefined
-    if (policy.rotateRefreshTokens) {
-      const absoluteEnd = sessionStartedAt(sessionId) + policy.sessionMaxAge * 1000
-      const next = issueRefreshToken(sessionId, Math.min(now + idleTtlMs, absoluteEnd))
-      successor = next.token
-      successorHash = hashSecret(next.secret)
-    }
-
+    // With rotation, the next token's secret; its token is formed once the store says how long it lives.
+    const successor = policy.rotateRefreshTokens ? newRefreshSecret() : undefined
     const outcome = await store.refresh({
       sessionId,
       presentedHash: hashSecret(presented.secret),
       now,
       idleTtlMs,
       graceMs: policy.refreshReuseGrace * 1000,
-      successor: successor === undefined ? undefined : { hash: successorHash!, sealed: sealSuccessor(presented.secret, successor) },
+      successor: successor === undefined ? undefined : { hash: hashSecret(successor), sealed: sealSuccessor(presented.secret, successor) },
       clientIp: policy.refreshBindIp ? client.ip : undefined
     })
 
     switch (outcome.result) {
-      case 'refreshed':
-        return this.#pair(outcome.userId, sessionId, successor ?? refreshToken, Math.min(outcome.idleExpiresAt, outcome.absoluteExpiresAt), now)
+      case 'refreshed': {
+        const sessionExpiresAt = Math.min(outcome.idleExpiresAt, outcome.absoluteExpiresAt)
+        const token = successor === undefined ? refreshToken : refreshTokenOf(sessionId, sessionExpiresAt, successor)
+        return this.#pair(outcome.userId, sessionId, token, sessionExpiresAt, now)
+      }
       case 'grace': {
-        const remembered = openSuccessor(presented.secret, outcome.sealedSuccessor)
+        // The same successor the rotation returned: same secret, and the same expiry, which the store set then.
+        const remembered = openSuccessor(presented.secret, outcome.sealedSuccessor, outcome.successorHash)
         if (remembered === undefined) throw new ServiceError('REFRESH_TOKEN_INVALID')
-        return this.#pair(outcome.userId, sessionId, remembered, Math.min(outcome.idleExpiresAt, outcome.absoluteExpiresAt), now)
+        const sessionExpiresAt = Math.min(outcome.idleExpiresAt, outcome.absoluteExpiresAt)
+        return this.#pair(outcome.userId, sessionId, refreshTokenOf(sessionId, sessionExpiresAt, remembered), sessionExpiresAt, now)
       }
       case 'reused':
         await revocations.revokeSession(sessionId)

@@ -37,6 +37,8 @@ t.test('security headers', async (t) => {
       ['login', await app.inject({ method: 'POST', url: '/auth/login', payload: { email: freshEmail(), password: PASSWORD } })],
       ['/users/me', await app.inject({ method: 'GET', url: '/users/me', headers: { authorization: `Bearer ${accessToken}` } })],
       ['a 404', await app.inject({ method: 'GET', url: '/nowhere' })],
+      ['a 401 from the auth hook', await app.inject({ method: 'GET', url: '/users/me' })],
+      ['a 400', await app.inject({ method: 'POST', url: '/auth/login', payload: { email: 'not an email' } })],
       ['/health', await app.inject({ method: 'GET', url: '/health' })]
     ]
     for (const [name, response] of answers) {

@@ -8,6 +8,7 @@ import errorsPlugin from '../plugins/errors.js'
 import rateLimitPlugin, { type RateLimitPolicy } from '../plugins/rate-limit.js'
 import { systemClock } from '../src/clock.js'
 import type { DatabaseHandle } from '../src/database.js'
+import { newSessionId } from '../src/refresh-token.js'
 import { BACKENDS, buildTestApp, testConfig, testDatabase, testRedis } from './helpers.js'
 import { PASSWORD, assertErrorShape, hasRedisServer, privateRedis, refreshCookieOf } from './hardening-helpers.js'
 import { freePort } from './service-process.js'
@@ -145,13 +146,18 @@ for (const backend of BACKENDS) {
       const email = await signup(a)
       t.equal((await login(a, email, '127.0.0.1', 'wrong')).statusCode, 401)
       t.equal((await login(b, email, '127.0.0.1', 'wrong')).statusCode, 401)
-      t.equal((await login(a, email, '127.0.0.1')).statusCode, 200)
+      const loggedIn = await login(a, email, '127.0.0.1')
+      t.equal(loggedIn.statusCode, 200)
       assertLimited(t, await login(b, email, '127.0.0.1'), 'the fourth attempt, on the other instance', 60)
+      const refreshed = await b.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: loggedIn.json().refreshToken } })
+      t.equal(refreshed.statusCode, 200)
+      t.equal(refreshed.headers['x-ratelimit-limit'], '600', 'refresh is limited too')
 
       const keys = await redis.keys(`${prefix}rate-limit:*`)
       t.ok(keys.some((key) => key.startsWith(`${prefix}rate-limit:login-account:`)), 'per-account counts')
       t.ok(keys.some((key) => key === `${prefix}rate-limit:login-address:127.0.0.1`), 'per-address counts')
       t.ok(keys.some((key) => key.startsWith(`${prefix}rate-limit:signup-address:`)), 'signup counts')
+      t.notOk(keys.some((key) => key.includes(':refresh-address:')), 'refresh counts stay in process: a refresh is one Redis round trip')
       t.notOk(keys.some((key) => key.includes(email) || key.includes('@')), 'keys are hashed: no email address in Redis')
       for (const key of keys) {
         const ttl = await redis.pttl(key)
@@ -175,7 +181,8 @@ t.test('Redis down: rate-limited routes answer 503 STORE_UNAVAILABLE, never 500,
   await once(redis, 'exit')
   assertErrorShape(t, await post('/auth/signup', { email: 'down2@example.com', password: PASSWORD }), 503, 'STORE_UNAVAILABLE', 'signup (which needs no Redis but for its limit)')
   assertErrorShape(t, await post('/auth/login', { email: 'down@example.com', password: 'a guess' }), 503, 'STORE_UNAVAILABLE', 'a login guess gets no answer to learn from')
-  assertErrorShape(t, await post('/auth/refresh', { refreshToken: 'rt1.x.y.z' }), 503, 'STORE_UNAVAILABLE', 'refresh')
+  const wellFormed = `rt1.${newSessionId(Date.now())}.${Math.floor(Date.now() / 1000) + 3600}.${'A'.repeat(43)}`
+  assertErrorShape(t, await post('/auth/refresh', { refreshToken: wellFormed }), 503, 'STORE_UNAVAILABLE', 'refresh (its session is in Redis)')
   const me = await app.inject({ method: 'GET', url: '/users/me' })
   t.equal(me.statusCode, 401, 'routes without a limit are unaffected')
 })

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis'
 import { MemorySessionStore } from '../src/memory-session-store.js'
 import { RedisSessionStore } from '../src/redis-session-store.js'
 import { hashSecret, issueRefreshToken, sealSuccessor } from '../src/refresh-token.js'
+import { SPENT_TOKENS_KEPT } from '../src/session-store.js'
 import { FakeClock, TEST_REDIS_URL, testRedis } from './helpers.js'
 import {
   DAY, HOUR, MINUTE, T0, attempt, newSession, randomHash, sessionStoreSuite, successor
@@ -147,7 +148,7 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
     await store.create(session, T0)
 
     const next = issueRefreshToken(session.id, T0 + DAY)
-    const sealed = sealSuccessor(secret, next.token)
+    const sealed = sealSuccessor(secret, next.secret)
     const outcome = await store.refresh(attempt(session, session.tokenHash, T0 + MINUTE, {
       successor: { hash: hashSecret(next.secret), sealed }
     }))
@@ -160,6 +161,25 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
     for (const [name, value] of [['old secret', secret], ['new secret', next.secret], ['new token', next.token]]) {
       t.notOk(dump.includes(value!), `the ${name} is not stored`)
     }
+  })
+
+  t.test('a session stays in Redis\'s compact hash encoding: no value over 64 bytes, however long its life', async (t) => {
+    const { store, redis } = await redisStore(t)
+    const [limit] = (await redis.config('GET', 'hash-max-listpack-value') as string[]).slice(1)
+    // A user agent as long as the routes keep (256 characters), of two-byte characters.
+    const session = newSession({ userAgent: 'é'.repeat(256), ip: '2001:db8:85a3:1234:5678:8a2e:370:7334' })
+    await store.create(session, T0)
+    let current = session.tokenHash
+    for (let rotation = 1; rotation <= 2 * SPENT_TOKENS_KEPT; rotation++) {
+      const next = successor()
+      t.equal((await store.refresh(attempt(session, current, T0 + rotation * MINUTE, { successor: next }))).result, 'refreshed')
+      current = next.hash
+    }
+    const fields = await redis.hgetall(store.sessionKey(session.id))
+    const longest = Math.max(...Object.values(fields).map((value) => Buffer.byteLength(value)))
+    t.ok(longest <= Number(limit ?? 64), `the longest value is ${longest} bytes (limit ${limit})`)
+    t.equal(await redis.call('OBJECT', 'ENCODING', store.sessionKey(session.id)), 'listpack')
+    t.equal((await store.list(session.userId, T0 + DAY)).at(0)?.userAgent, session.userAgent, 'the user agent is whole')
   })
 
   t.test('keys live under the configured prefix only', async (t) => {

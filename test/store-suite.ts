@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { Test } from 'tap'
 import { hashSecret, newSessionId } from '../src/refresh-token.js'
-import type { NewSession, RefreshAttempt, RefreshOutcome, SessionStore } from '../src/session-store.js'
+import { SPENT_TOKENS_KEPT, type NewSession, type RefreshAttempt, type RefreshOutcome, type SessionStore } from '../src/session-store.js'
 
 /*
  * The behaviour every SessionStore must have, run against each implementation
@@ -128,6 +128,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
         result: 'grace',
         userId: session.userId,
         sealedSuccessor: next.sealed,
+        successorHash: next.hash,
         idleExpiresAt: rotatedAt + IDLE_TTL,
         absoluteExpiresAt: session.absoluteExpiresAt
       }, `${delay} ms after the rotation`)
@@ -156,6 +157,35 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     const outcome = await store.refresh(attempt(session, session.tokenHash, T0 + MINUTE + 2, { successor: successor() }))
     t.strictSame(outcome, { result: 'reused', userId: session.userId })
     t.equal((await store.refresh(attempt(session, second.hash, T0 + MINUTE + 3))).result, 'revoked')
+  })
+
+  t.test(`the last ${SPENT_TOKENS_KEPT} spent tokens are each recognized as reuse; older ones are forgotten`, async (t) => {
+    const rotations = SPENT_TOKENS_KEPT + 2
+    for (let age = 2; age <= rotations; age++) {
+      const store = await makeStore(t)
+      const session = newSession()
+      await store.create(session, T0)
+      // hashes[0] is the original token; hashes[rotations] the current one.
+      const hashes = [session.tokenHash]
+      for (let rotation = 1; rotation <= rotations; rotation++) {
+        const next = successor()
+        const outcome = await store.refresh(attempt(session, hashes.at(-1)!, T0 + rotation * MINUTE, { successor: next }))
+        t.equal(outcome.result, 'refreshed')
+        hashes.push(next.hash)
+      }
+      // age 1 is the previous token (grace); age 2 and older are merely spent.
+      const replayed = await store.refresh(attempt(session, hashes[rotations - age]!, T0 + rotations * MINUTE + 1))
+      const expected = age <= SPENT_TOKENS_KEPT ? 'reused' : 'unknown'
+      t.equal(replayed.result, expected, `the token spent ${age} rotations ago: ${expected}`)
+    }
+  })
+
+  t.test('a long user agent, of any characters, is listed as it was given', async (t) => {
+    const store = await makeStore(t)
+    const userAgent = 'Mozilla/5.0 (X11; Linux x86_64) ÄÖÜ ñ é ' + 'ÿ'.repeat(100) + ' Safari/537.36 '.repeat(5)
+    const session = newSession({ userAgent })
+    await store.create(session, T0)
+    t.strictSame((await store.list(session.userId, T0 + 1)).map((listed) => listed.userAgent), [userAgent])
   })
 
   /** 20 refreshes of one session's current token at once, each with a successor of its own. */
