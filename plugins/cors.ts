@@ -63,16 +63,21 @@ async function corsPlugin (fastify: FastifyInstance): Promise<void> {
   })
 
   fastify.decorateRequest('foreignOrigin', false)
-  fastify.addHook('preValidation', async (request) => {
-    if (!crossOrigin(request)) return
-    request.foreignOrigin = true
-    if (request.cookies?.[REFRESH_COOKIE] === undefined) return
-    delete request.cookies[REFRESH_COOKIE]
-    request.log.info({ origin: request.headers.origin }, 'refresh cookie ignored: request from a foreign origin')
+  // Callback style: these run on every request, and most need no promise.
+  fastify.addHook('preValidation', function ignoreForeignCookie (request, _reply, done) {
+    if (crossOrigin(request)) {
+      request.foreignOrigin = true
+      if (request.cookies?.[REFRESH_COOKIE] !== undefined) {
+        delete request.cookies[REFRESH_COOKIE]
+        request.log.info({ origin: request.headers.origin }, 'refresh cookie ignored: request from a foreign origin')
+      }
+    }
+    done()
   })
   // Registered after the cookie plugin's own onSend, which writes Set-Cookie.
-  fastify.addHook('onSend', async (request, reply) => {
+  fastify.addHook('onSend', function dropForeignSetCookie (request, reply, payload, done) {
     if (request.foreignOrigin) reply.removeHeader('set-cookie')
+    done(null, payload)
   })
 }
 

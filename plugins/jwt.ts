@@ -64,7 +64,7 @@ async function jwtPlugin (fastify: FastifyInstance, options: JwtPluginOptions): 
     verifiers.set(kid, (fastify.jwt as unknown as Record<string, JWT>)[namespace]!)
   }
   const signer = verifiers.get(keys.kid)!
-  // Bounded; an entry leaves at its token's expiry at the latest.
+  // Bounded. No TTL to track: every hit has its expiry checked, and an expired one is dropped.
   const verified = new LRUCache<string, AccessTokenClaims>({ max: options.verifiedTokensKept ?? VERIFIED_TOKENS_KEPT })
 
   const accessTokens: AccessTokens = {
@@ -83,7 +83,14 @@ async function jwtPlugin (fastify: FastifyInstance, options: JwtPluginOptions): 
       // A hit is a token whose signature and claims were already checked; expiry
       // (and, by the caller, revocation) is still checked on every use.
       const known = verified.get(token)
-      if (known !== undefined) return checkExpiry(known, now, { allowExpired })
+      if (known !== undefined) {
+        try {
+          return checkExpiry(known, now, { allowExpired })
+        } catch (error) {
+          verified.delete(token)
+          throw error
+        }
+      }
       if (token.length > MAX_TOKEN_LENGTH) throw new ServiceError('ACCESS_TOKEN_INVALID', 'The access token is too long')
       const verifier = verifiers.get(headerKid(token) ?? '')
       if (verifier === undefined) throw new ServiceError('ACCESS_TOKEN_INVALID')
@@ -94,8 +101,7 @@ async function jwtPlugin (fastify: FastifyInstance, options: JwtPluginOptions): 
         throw new ServiceError('ACCESS_TOKEN_INVALID')
       }
       const claims = checkAccessClaims(payload, now, { allowExpired })
-      const lifetime = claims.exp * 1000 - now
-      if (lifetime > 0) verified.set(token, claims, { ttl: lifetime })
+      if (claims.exp * 1000 > now) verified.set(token, claims)
       return claims
     },
     get cachedTokens () {

@@ -52,6 +52,20 @@ const API_HELMET_OPTIONS = {
   hsts: { maxAge: 31_536_000, includeSubDomains: true }
 }
 
+/**
+ * Headers that only concern HTML documents (DNS prefetching, downloads
+ * opened in place, Flash and PDF policies, agent clusters, the legacy XSS
+ * auditor): a JSON answer is never one, so it goes without them, as the
+ * OWASP REST Security Cheat Sheet's list of headers for APIs does.
+ */
+const DOCUMENT_ONLY_HEADERS_OFF = {
+  originAgentCluster: false,
+  xDnsPrefetchControl: false,
+  xDownloadOptions: false,
+  xPermittedCrossDomainPolicies: false,
+  xXssProtection: false
+}
+
 /** The headers helmet sets with these options, computed once: none depends on the request. */
 export function helmetHeaders (options: HelmetOptions): Record<string, string> {
   const headers: Record<string, string> = {}
@@ -82,7 +96,7 @@ function isDocs (url: string | undefined): boolean {
  * get theirs from @fastify/helmet in their own scope (`docsSecurityHeaders`).
  */
 async function securityHeadersPlugin (fastify: FastifyInstance): Promise<void> {
-  const apiHeaders = { ...helmetHeaders(API_HELMET_OPTIONS), ...NOT_CACHED }
+  const apiHeaders = { ...helmetHeaders({ ...API_HELMET_OPTIONS, ...DOCUMENT_ONLY_HEADERS_OFF }), ...NOT_CACHED }
   fastify.addHook('onRequest', function securityHeaders (request, reply, done) {
     if (!isDocs(request.routeOptions.url)) reply.headers(apiHeaders)
     done()

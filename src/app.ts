@@ -28,6 +28,7 @@ import type { Config } from './config.js'
 import type { DatabaseHandle } from './database.js'
 import type { PasswordHasher } from './passwords.js'
 import { requestIdGenerator } from './request-id.js'
+import { lazyChildLogger } from './request-logger.js'
 import type { SessionStore } from './session-store.js'
 
 export interface AppOptions {
@@ -135,6 +136,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     // Fastify (proxy-addr) also takes a hop count, which its types leave out.
     trustProxy: options.config.trustProxy as FastifyServerOptions['trustProxy'],
     genReqId: requestIdGenerator(options.config.trustProxy),
+    childLoggerFactory: lazyChildLogger,
     // Creating the embedded database on a busy host can outlast Fastify's default 10 s.
     pluginTimeout: 60_000,
     bodyLimit: BODY_LIMIT_BYTES,
