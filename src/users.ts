@@ -1,4 +1,5 @@
 import { eq, sql } from 'drizzle-orm'
+import { DrizzleQueryError } from 'drizzle-orm/errors'
 import { LRUCache } from 'lru-cache'
 import { users, type UserRow } from '../drizzle/schema.js'
 import type { Database } from './database.js'
@@ -31,9 +32,14 @@ export class UserRepository {
    * anyway, so a future mutable field starts from a correct base.
    */
   readonly #profiles: LRUCache<string, UserProfile>
+  // Prepared once: drizzle builds their SQL once, and PostgreSQL plans them once per connection.
+  readonly #byEmail
+  readonly #byId
 
   constructor (private readonly db: Database, profilesKept = PROFILES_KEPT) {
     this.#profiles = new LRUCache({ max: profilesKept })
+    this.#byEmail = db.select().from(users).where(eq(sql`lower(${users.email})`, sql.placeholder('email'))).limit(1).prepare('user_by_email')
+    this.#byId = db.select().from(users).where(eq(users.id, sql.placeholder('id'))).limit(1).prepare('user_by_id')
   }
 
   /** The profile for /users/me, from the cache when it can be. */
@@ -61,9 +67,7 @@ export class UserRepository {
   }
 
   async findByEmail (email: string): Promise<User | undefined> {
-    const rows = await this.#query(() => this.db.select().from(users)
-      .where(eq(sql`lower(${users.email})`, normalizeEmail(email)))
-      .limit(1))
+    const rows = await this.#query(() => this.#byEmail.execute({ email: normalizeEmail(email) }))
     return rows[0] === undefined ? undefined : toUser(rows[0])
   }
 
@@ -73,7 +77,7 @@ export class UserRepository {
   }
 
   async findById (id: string): Promise<User | undefined> {
-    const rows = await this.#query(() => this.db.select().from(users).where(eq(users.id, id)).limit(1))
+    const rows = await this.#query(() => this.#byId.execute({ id }))
     return rows[0] === undefined ? undefined : toUser(rows[0])
   }
 
@@ -81,9 +85,22 @@ export class UserRepository {
     try {
       return await query()
     } catch (error) {
-      throw storeUnavailable(error)
+      throw storeUnavailable(withoutParameters(error))
     }
   }
+}
+
+/**
+ * A failed query as it may be logged: the driver's error, without the
+ * statement's parameters, which hold emails and password hashes (drizzle and
+ * PGlite both put them in their errors).
+ */
+export function withoutParameters (error: unknown): Error {
+  const cause = error instanceof DrizzleQueryError && error.cause !== undefined ? error.cause : error
+  const described = new Error(cause instanceof Error ? cause.message : 'query failed')
+  const code = (cause as { code?: unknown } | undefined)?.code
+  if (typeof code === 'string') Object.assign(described, { code })
+  return described
 }
 
 function toUser (row: UserRow): User {

@@ -53,6 +53,9 @@ t.test('security headers', async (t) => {
       t.match(response.headers['strict-transport-security'], /max-age=\d+; includeSubDomains/, `${name}: HSTS`)
       t.equal(response.headers['cache-control'], 'no-store', `${name}: Cache-Control: no-store`)
       t.notOk(response.headers['x-powered-by'], `${name}: no X-Powered-By`)
+      for (const header of ['x-dns-prefetch-control', 'x-download-options', 'x-permitted-cross-domain-policies', 'origin-agent-cluster', 'x-xss-protection']) {
+        t.notOk(response.headers[header], `${name}: no ${header}, which concerns HTML documents only`)
+      }
     }
     const jwks = await app.inject({ method: 'GET', url: '/.well-known/jwks.json' })
     t.match(jwks.headers['cache-control'], /^public, max-age=\d+$/, 'the JWKS keeps its own Cache-Control')
@@ -70,6 +73,9 @@ t.test('security headers', async (t) => {
     t.same(directives.get('object-src'), ["'none'"])
     t.same(directives.get('frame-ancestors'), ["'self'"])
     t.equal(page.headers['x-frame-options'], 'SAMEORIGIN')
+    t.equal(page.headers['x-content-type-options'], 'nosniff')
+    t.match(page.headers['strict-transport-security'], /max-age=\d+; includeSubDomains/)
+    t.equal(page.headers['referrer-policy'], 'no-referrer')
 
     // Everything the page loads is covered by 'self': relative URLs only, no inline script or style.
     t.notMatch(page.body, /<script(?![^>]*\bsrc=)[^>]*>/i, 'no inline <script>')
