@@ -91,9 +91,11 @@ for (const backend of BACKENDS) {
     t.test('the window ends and attempts are allowed again', async (t) => {
       const app = await build({ LOGIN_RATE_LIMIT: '1/1s' })
       const email = await signup(app)
-      t.equal((await login(app, email, '203.0.113.40')).statusCode, 200)
-      const limited = await login(app, email, '203.0.113.40')
-      assertLimited(t, limited, 'the second attempt within a second', 1)
+      // Sent together, so both are counted before either is hashed: a busy machine's slow
+      // hashing cannot push the second past the one-second window.
+      const attempts = await Promise.all([login(app, email, '203.0.113.40'), login(app, email, '203.0.113.40')])
+      t.same(attempts.map((response) => response.statusCode).sort(), [200, 429], 'one allowed, one limited')
+      assertLimited(t, attempts.find((response) => response.statusCode === 429)!, 'the second attempt within a second', 1)
       await new Promise((resolve) => setTimeout(resolve, 1100))
       t.equal((await login(app, email, '203.0.113.40')).statusCode, 200, 'allowed again after Retry-After')
     })
