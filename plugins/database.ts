@@ -19,6 +19,8 @@ export interface DatabasePluginOptions {
 async function databasePlugin (fastify: FastifyInstance, options: DatabasePluginOptions): Promise<void> {
   const { config } = fastify
   let database = options.database
+  // The embedded database this instance opens is written by no other process.
+  const exclusive = database === undefined && config.databaseUrl === undefined
   if (database === undefined) {
     database = await openDatabase(
       config.databaseUrl !== undefined ? { url: config.databaseUrl } : { dataDir: config.dataDir },
@@ -29,7 +31,7 @@ async function databasePlugin (fastify: FastifyInstance, options: DatabasePlugin
   }
   await database.migrate()
   fastify.decorate('database', database)
-  fastify.decorate('users', new UserRepository(database.db))
+  fastify.decorate('users', new UserRepository(database.db, { rememberCredentials: exclusive }))
 }
 
 export default fp(databasePlugin, { name: 'database', dependencies: ['config'] })

@@ -17,7 +17,10 @@ export interface SessionsPluginOptions {
 /** The session lifecycle (src/sessions.ts) wired to this app's store, keys and clock. */
 async function sessionsPlugin (fastify: FastifyInstance, options: SessionsPluginOptions): Promise<void> {
   const { config, clock } = fastify
-  fastify.decorate('passwords', options.passwordHasher ?? createPasswordHasher())
+  const passwords = options.passwordHasher ?? createPasswordHasher()
+  // Hashing threads this app started stop with it; a hasher given as an option is its owner's.
+  if (options.passwordHasher === undefined) fastify.addHook('onClose', () => passwords.close())
+  fastify.decorate('passwords', passwords)
   fastify.decorate('sessions', new SessionService({
     store: fastify.sessionStore,
     clock,

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
-import { hash, verify, type Options } from '@node-rs/argon2'
+import type { Options } from '@node-rs/argon2'
+import { Piscina } from 'piscina'
 import { ServiceError } from './errors.js'
+import type { PasswordTask } from './password-worker.js'
 import { RateLimitedError } from './rate-limited.js'
 import { QueueFullError, WorkQueue } from './work-queue.js'
 
@@ -23,18 +25,30 @@ export interface PasswordHasher {
   verify(passwordHash: string, password: string): Promise<boolean>
   /** Does the work of a failed verification, for accounts that do not exist. */
   verifyNothing(password: string): Promise<false>
+  /** Stops the hashing threads. */
+  close(): Promise<void>
+}
+
+/** More hashes at once than cores only slow each other and the event loop down. */
+export function defaultHashingQueue (): WorkQueue {
+  const concurrency = Math.max(1, availableParallelism())
+  return new WorkQueue({ concurrency, maxQueued: concurrency * QUEUED_PER_SLOT })
 }
 
 /**
- * argon2 runs on libuv's thread pool (4 threads unless UV_THREADPOOL_SIZE
- * says otherwise, read by Node itself); more hashes at once than cores or
- * threads only slow each other and the event loop down.
+ * How much lower than the event loop's the hashing threads' priority is (a
+ * nice increment, Linux and macOS). A thread woken by a request then takes
+ * the core from a hash at once, so a login flood barely touches the latency
+ * of other routes; hashing still gets about a tenth of a core that is busy
+ * with them (CFS weights 110 against 1024), and all of an idle one.
  */
-export function defaultHashingQueue (): WorkQueue {
-  const threads = Number(process.env.UV_THREADPOOL_SIZE) || 4
-  const concurrency = Math.max(1, Math.min(availableParallelism(), threads))
-  return new WorkQueue({ concurrency, maxQueued: concurrency * QUEUED_PER_SLOT })
-}
+export const HASHING_NICE_INCREMENT = 10
+
+/** Idle hashing threads stop after this long; the next hash starts one again. */
+const IDLE_THREAD_MS = 60_000
+
+/** Where hashing threads load their task from: the compiled .js, or the .ts source under tsx. */
+const WORKER_FILE = new URL(`./password-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url).href
 
 /**
  * Passwords are NFKC-normalized first, so the same password typed on another
@@ -48,6 +62,18 @@ export function createPasswordHasher (options: Options = OWASP_ARGON2ID, queue: 
   // argon2id is @node-rs/argon2's default algorithm; the hash string records it.
   const params = { ...options }
   let decoyHash: Promise<string> | undefined
+  // argon2 runs in threads of its own, started on first use, at a lower priority than the event loop.
+  const threads = new Piscina<PasswordTask, string | boolean>({
+    filename: WORKER_FILE,
+    minThreads: 0,
+    maxThreads: queue.concurrency,
+    idleTimeout: IDLE_THREAD_MS,
+    niceIncrement: HASHING_NICE_INCREMENT,
+    recordTiming: false
+  })
+  const hash = async (password: string): Promise<string> => await threads.run({ op: 'hash', password, options: params }) as string
+  const verify = async (passwordHash: string, password: string): Promise<boolean> =>
+    await threads.run({ op: 'verify', passwordHash, password }) as boolean
 
   async function queued<T> (task: () => Promise<T>): Promise<T> {
     try {
@@ -67,7 +93,7 @@ export function createPasswordHasher (options: Options = OWASP_ARGON2ID, queue: 
   }
 
   async function verifyNothing (password: string): Promise<false> {
-    decoyHash ??= hash(randomBytes(32).toString('base64url'), params)
+    decoyHash ??= hash(randomBytes(32).toString('base64url'))
     const decoy = await decoyHash
     // An over-long password still costs one verification, against a short stand-in.
     await queued(() => verify(decoy, prepare(password) ?? password.slice(0, 64)))
@@ -78,19 +104,16 @@ export function createPasswordHasher (options: Options = OWASP_ARGON2ID, queue: 
     async hash (password) {
       const normalized = prepare(password)
       if (normalized === undefined) throw new ServiceError('VALIDATION_ERROR', 'The password is too long')
-      return queued(() => hash(normalized, params))
+      return queued(() => hash(normalized))
     },
     async verify (passwordHash, password) {
       const normalized = prepare(password)
       if (normalized === undefined) return verifyNothing(password)
-      return queued(async () => {
-        try {
-          return await verify(passwordHash, normalized)
-        } catch {
-          return false
-        }
-      })
+      return queued(() => verify(passwordHash, normalized))
     },
-    verifyNothing
+    verifyNothing,
+    async close () {
+      await threads.destroy()
+    }
   }
 }

@@ -23,6 +23,23 @@ export function normalizeEmail (email: string): string {
   return email.trim().toLowerCase()
 }
 
+/** Accounts whose login lookups are remembered, when that is safe (see `rememberCredentials`). */
+export const CREDENTIALS_KEPT = 10_000
+
+export interface UserRepositoryOptions {
+  /** Bound of the profile cache (PROFILES_KEPT unless given). */
+  profilesKept?: number
+  /**
+   * Remember login lookups (email to account and password hash), so a login
+   * costs the event loop no query. Only for a database no other process
+   * writes to, the embedded one this instance opened: a password changed
+   * elsewhere would otherwise leave the old one working here.
+   */
+  rememberCredentials?: boolean
+  /** Bound of the credentials cache (CREDENTIALS_KEPT unless given). */
+  credentialsKept?: number
+}
+
 /** Users in PostgreSQL. A failure of the database surfaces as STORE_UNAVAILABLE. */
 export class UserRepository {
   /*
@@ -32,12 +49,15 @@ export class UserRepository {
    * anyway, so a future mutable field starts from a correct base.
    */
   readonly #profiles: LRUCache<string, UserProfile>
+  /** By normalized email; only accounts that exist (a signup adds nothing to forget). */
+  readonly #credentials: LRUCache<string, User> | undefined
   // Prepared once: drizzle builds their SQL once, and PostgreSQL plans them once per connection.
   readonly #byEmail
   readonly #byId
 
-  constructor (private readonly db: Database, profilesKept = PROFILES_KEPT) {
-    this.#profiles = new LRUCache({ max: profilesKept })
+  constructor (private readonly db: Database, options: UserRepositoryOptions = {}) {
+    this.#profiles = new LRUCache({ max: options.profilesKept ?? PROFILES_KEPT })
+    if (options.rememberCredentials === true) this.#credentials = new LRUCache({ max: options.credentialsKept ?? CREDENTIALS_KEPT })
     this.#byEmail = db.select().from(users).where(eq(sql`lower(${users.email})`, sql.placeholder('email'))).limit(1).prepare('user_by_email')
     this.#byId = db.select().from(users).where(eq(users.id, sql.placeholder('id'))).limit(1).prepare('user_by_id')
   }
@@ -67,13 +87,33 @@ export class UserRepository {
   }
 
   async findByEmail (email: string): Promise<User | undefined> {
-    const rows = await this.#query(() => this.#byEmail.execute({ email: normalizeEmail(email) }))
-    return rows[0] === undefined ? undefined : toUser(rows[0])
+    const normalized = normalizeEmail(email)
+    const remembered = this.#credentials?.get(normalized)
+    if (remembered !== undefined) return remembered
+    const rows = await this.#query(() => this.#byEmail.execute({ email: normalized }))
+    if (rows[0] === undefined) return undefined
+    const user = toUser(rows[0])
+    this.#credentials?.set(normalized, user)
+    return user
   }
 
   async updatePassword (id: string, passwordHash: string): Promise<void> {
     await this.#query(() => this.db.update(users).set({ passwordHash, updatedAt: new Date() }).where(eq(users.id, id)))
+    // Once the row has changed: a lookup that read the old row before the update has
+    // remembered it by now (the embedded database answers in order), and is forgotten too.
+    this.#forgetCredentials(id)
     this.#profiles.delete(id)
+  }
+
+  get cachedCredentials (): number {
+    return this.#credentials?.size ?? 0
+  }
+
+  #forgetCredentials (id: string): void {
+    if (this.#credentials === undefined) return
+    for (const [email, user] of this.#credentials.entries()) {
+      if (user.id === id) this.#credentials.delete(email)
+    }
   }
 
   async findById (id: string): Promise<User | undefined> {

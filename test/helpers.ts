@@ -98,13 +98,15 @@ export interface TestAppOptions extends Partial<AppOptions> {
   realDatabase?: boolean
   /** Sessions in a real Redis (TEST_REDIS_URL) instead of in process. */
   realRedis?: boolean
+  /** The app opens its own embedded database in DATA_DIR, as `npm start` does, instead of being given one. */
+  ownDatabase?: boolean
 }
 
 /** The service as production builds it, on test storage; closed when the test ends. */
 export async function buildTestApp (t: Test, options: TestAppOptions = {}) {
-  const { env, realDatabase = false, realRedis = false, ...appOptions } = options
+  const { env, realDatabase = false, realRedis = false, ownDatabase = false, ...appOptions } = options
   const config = appOptions.config ?? await testConfig(t, env)
-  const database = appOptions.database ?? await testDatabase(t, { real: realDatabase })
+  const database = ownDatabase ? undefined : appOptions.database ?? await testDatabase(t, { real: realDatabase })
   const redis = realRedis ? await testRedis(t) : undefined
   const app = await buildApp({
     passwordHasher: fastPasswordHasher,
