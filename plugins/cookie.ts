@@ -1,5 +1,5 @@
 import fastifyCookie from '@fastify/cookie'
-import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 
 export const REFRESH_COOKIE = 'refresh_token'
@@ -7,15 +7,68 @@ export const REFRESH_COOKIE = 'refresh_token'
 export const REFRESH_COOKIE_PATH = '/auth'
 
 declare module 'fastify' {
+  interface FastifyRequest {
+    /** Sent by a browser from an origin that may not use the refresh cookie (see cookiePlugin). */
+    foreignOrigin: boolean
+  }
   interface FastifyReply {
     setRefreshCookie(token: string, maxAgeSeconds: number): FastifyReply
     clearRefreshCookie(): FastifyReply
   }
 }
 
-/** The refresh_token cookie with the attributes API.md fixes. */
+/** The Origin header as an origin, or undefined when it is absent, `null` or not a URL. */
+function originOf (header: string | undefined): URL | undefined {
+  if (header === undefined || header === 'null') return undefined
+  try {
+    return new URL(header)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The refresh_token cookie with the attributes API.md fixes, for the routes
+ * that read or write it: app.ts registers this plugin in their scope only, so
+ * no other request pays for cookie parsing.
+ *
+ * CSRF: the cookie is SameSite=Strict and the routes that read it take only
+ * JSON bodies (a form post is 415). On top of that, the cookie is honoured
+ * only from this service's own origin, a CORS_ORIGINS origin, or a client
+ * that is not a browser (no Origin header): from any other origin, a sibling
+ * subdomain that SameSite counts as "same site" included, the cookie is
+ * ignored, as if absent, and the answer neither sets nor clears it.
+ */
 async function cookiePlugin (fastify: FastifyInstance): Promise<void> {
+  const allowed = new Set(fastify.config.corsOrigins)
+
+  /** True for a browser request from an origin that is neither this service nor listed. */
+  function crossOrigin (request: FastifyRequest): boolean {
+    const header = request.headers.origin
+    if (header === undefined) return request.headers['sec-fetch-site'] === 'cross-site'
+    if (allowed.has(header)) return false
+    const origin = originOf(header)
+    return origin === undefined || origin.host !== request.host
+  }
+
   await fastify.register(fastifyCookie)
+  fastify.decorateRequest('foreignOrigin', false)
+  fastify.addHook('preValidation', function ignoreForeignCookie (request, _reply, done) {
+    if (crossOrigin(request)) {
+      request.foreignOrigin = true
+      if (request.cookies[REFRESH_COOKIE] !== undefined) {
+        delete request.cookies[REFRESH_COOKIE]
+        request.log.info({ origin: request.headers.origin }, 'refresh cookie ignored: request from a foreign origin')
+      }
+    }
+    done()
+  })
+  // Registered after @fastify/cookie's own onSend, which writes Set-Cookie.
+  fastify.addHook('onSend', function dropForeignSetCookie (request, reply, payload, done) {
+    if (request.foreignOrigin) reply.removeHeader('set-cookie')
+    done(null, payload)
+  })
+
   const attributes = {
     httpOnly: true,
     sameSite: 'strict',

@@ -109,13 +109,16 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
   await fastify.register(revocationsPlugin, { redisKeyPrefix: options.redisKeyPrefix })
   await fastify.register(jwtPlugin, { verifiedTokensKept: options.verifiedTokensKept })
   await fastify.register(sessionsPlugin, { passwordHasher: options.passwordHasher })
-  await fastify.register(cookiePlugin)
   await fastify.register(corsPlugin)
   await fastify.register(authPlugin)
   await fastify.register(swaggerPlugin)
 
-  await fastify.register(authRoutes)
-  await fastify.register(sessionRoutes)
+  // The routes that read or write the refresh cookie, with the cookie plugin in their scope only.
+  await fastify.register(async (cookieRoutes) => {
+    await cookieRoutes.register(cookiePlugin)
+    await cookieRoutes.register(authRoutes)
+    await cookieRoutes.register(sessionRoutes)
+  })
   await fastify.register(userRoutes)
   await fastify.register(keyRoutes)
   await fastify.register(introspectionRoutes)
