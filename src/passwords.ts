@@ -92,11 +92,19 @@ export function createPasswordHasher (options: Options = OWASP_ARGON2ID, queue: 
     return Buffer.byteLength(normalized) <= MAX_PASSWORD_BYTES ? normalized : undefined
   }
 
+  /** A hash of a random password, made once (in a hashing slot, the first time it is needed). */
+  function decoy (): Promise<string> {
+    decoyHash ??= hash(randomBytes(32).toString('base64url')).catch((error: unknown) => {
+      decoyHash = undefined
+      throw error
+    })
+    return decoyHash
+  }
+
   async function verifyNothing (password: string): Promise<false> {
-    decoyHash ??= hash(randomBytes(32).toString('base64url'))
-    const decoy = await decoyHash
+    // Admitted first, like any verification: a full line refuses it at once.
     // An over-long password still costs one verification, against a short stand-in.
-    await queued(() => verify(decoy, prepare(password) ?? password.slice(0, 64)))
+    await queued(async () => verify(await decoy(), prepare(password) ?? password.slice(0, 64)))
     return false
   }
 
