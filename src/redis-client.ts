@@ -12,6 +12,13 @@ const COMMAND_OPTIONS = {
   maxRetriesPerRequest: 1
 } satisfies RedisOptions
 
+/**
+ * Commands issued in the same tick of the event loop (the refreshes of many
+ * clients at once, say) go out in one write and come back in one read: under
+ * load a refresh costs a fraction of a system call, not two.
+ */
+const AUTO_PIPELINING = { enableAutoPipelining: true }
+
 const reconnectDelay = (attempt: number): number => Math.min(attempt * 100, 1000)
 
 /**
@@ -21,10 +28,11 @@ const reconnectDelay = (attempt: number): number => Math.min(attempt * 100, 1000
  */
 export function createRedisClient (url: string, { cluster = false } = {}): Redis | Cluster {
   if (!cluster) {
-    return new Redis(url, { ...COMMAND_OPTIONS, lazyConnect: true, enableOfflineQueue: false, retryStrategy: reconnectDelay })
+    return new Redis(url, { ...COMMAND_OPTIONS, ...AUTO_PIPELINING, lazyConnect: true, enableOfflineQueue: false, retryStrategy: reconnectDelay })
   }
   const { seed, credentials } = clusterSeed(url)
   const options: ClusterOptions = {
+    ...AUTO_PIPELINING,
     lazyConnect: true,
     enableOfflineQueue: false,
     clusterRetryStrategy: reconnectDelay,
