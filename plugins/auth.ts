@@ -18,8 +18,10 @@ declare module 'fastify' {
 export const DOCS_PREFIX = '/docs'
 
 function isPublic (request: FastifyRequest): boolean {
-  if (request.is404 || request.routeOptions.config.public === true) return true
-  const url = request.routeOptions.url ?? ''
+  // routeOptions is built anew on each read: read once.
+  const { config, url } = request.routeOptions
+  // A 404 has no route url.
+  if (url === undefined || config.public === true) return true
   return url === DOCS_PREFIX || url.startsWith(`${DOCS_PREFIX}/`)
 }
 
