@@ -12,8 +12,12 @@ export interface User {
   createdAt: Date
 }
 
-/** What /users/me shows: no secret, and nothing the API lets change. */
-export type UserProfile = Omit<User, 'passwordHash'>
+/** What /users/me shows, as it shows it (the creation time in ISO 8601): no secret. */
+export interface UserProfile {
+  id: string
+  email: string
+  createdAt: string
+}
 
 /** Profiles remembered, so /users/me stays off the database on the hot path. */
 export const PROFILES_KEPT = 10_000
@@ -68,9 +72,14 @@ export class UserRepository {
     if (cached !== undefined) return cached
     const user = await this.findById(id)
     if (user === undefined) return undefined
-    const profile = { id: user.id, email: user.email, createdAt: user.createdAt }
+    const profile = { id: user.id, email: user.email, createdAt: user.createdAt.toISOString() }
     this.#profiles.set(id, profile)
     return profile
+  }
+
+  /** The profile if it is cached, without waiting for anything. */
+  cachedProfile (id: string): UserProfile | undefined {
+    return this.#profiles.get(id)
   }
 
   get cachedProfiles (): number {
