@@ -25,14 +25,17 @@ export function trackRequests (server: Server): Drain {
   let lastActivity = Date.now()
   let draining = false
 
+  // One shared listener, not a closure per request: this runs on every request.
+  function settled (this: ServerResponse): void {
+    inFlight.delete(this)
+    lastActivity = Date.now()
+  }
+
   server.on('request', (_request, response: ServerResponse) => {
     lastActivity = Date.now()
     if (draining) response.shouldKeepAlive = false
     inFlight.add(response)
-    response.once('close', () => {
-      inFlight.delete(response)
-      lastActivity = Date.now()
-    })
+    response.on('close', settled)
   })
 
   return {
