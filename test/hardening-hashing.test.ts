@@ -118,6 +118,13 @@ t.test('argon2\'s own errors are not mistaken for a full line', async (t) => {
   const error = await broken.hash(PASSWORD).then(() => undefined, (error: unknown) => error)
   t.type(error, Error)
   t.notOk(error instanceof RateLimitedError, 'a bad parameter is an error of its own')
+  // The decoy for unknown accounts fails alike, each time: a failed decoy is not kept.
+  for (const attempt of [1, 2]) {
+    const decoyError = await broken.verifyNothing(PASSWORD).then(() => undefined, (error: unknown) => error)
+    t.type(decoyError, Error, `decoy, attempt ${attempt}`)
+    t.notOk(decoyError instanceof RateLimitedError)
+  }
+  await broken.close()
 })
 
 t.test('argon2 input is capped: normalization cannot blow a 256-character password up', async (t) => {
