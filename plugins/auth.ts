@@ -17,12 +17,16 @@ declare module 'fastify' {
 /** Swagger UI and its assets, registered by @fastify/swagger-ui under this prefix. */
 export const DOCS_PREFIX = '/docs'
 
+/** Whether a route (by its url) is Swagger UI's. */
+export function isDocsRoute (url: string): boolean {
+  return url === DOCS_PREFIX || url.startsWith(`${DOCS_PREFIX}/`)
+}
+
 function isPublic (request: FastifyRequest): boolean {
   // routeOptions is built anew on each read: read once.
   const { config, url } = request.routeOptions
   // A 404 has no route url.
-  if (url === undefined || config.public === true) return true
-  return url === DOCS_PREFIX || url.startsWith(`${DOCS_PREFIX}/`)
+  return url === undefined || config.public === true || isDocsRoute(url)
 }
 
 /**

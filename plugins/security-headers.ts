@@ -3,7 +3,7 @@ import fastifyHelmet from '@fastify/helmet'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import helmet, { type HelmetOptions } from 'helmet'
-import { DOCS_PREFIX } from './auth.js'
+import { isDocsRoute } from './auth.js'
 
 /** JSON answers load nothing, run nothing and belong in no frame. */
 const API_CSP = {
@@ -67,7 +67,7 @@ const DOCUMENT_ONLY_HEADERS_OFF = {
 }
 
 /** The headers helmet sets with these options, computed once: none depends on the request. */
-export function helmetHeaders (options: HelmetOptions): Record<string, string> {
+function helmetHeaders (options: HelmetOptions): Record<string, string> {
   const headers: Record<string, string> = {}
   const recorder = {
     setHeader (name: string, value: string | number) { headers[name.toLowerCase()] = String(value) },
@@ -82,10 +82,6 @@ export function helmetHeaders (options: HelmetOptions): Record<string, string> {
 /** Answers that do not set their own Cache-Control: token pairs and user data never sit in a cache (RFC 6749 §5.1). */
 const NOT_CACHED = { 'cache-control': 'no-store' }
 
-function isDocs (url: string | undefined): boolean {
-  return url !== undefined && (url === DOCS_PREFIX || url.startsWith(`${DOCS_PREFIX}/`))
-}
-
 /**
  * Security headers on every API answer (404s and errors included): a strict
  * CSP (nothing may load), no framing, no sniffing, no referrer, HSTS (honoured
@@ -98,7 +94,8 @@ function isDocs (url: string | undefined): boolean {
 async function securityHeadersPlugin (fastify: FastifyInstance): Promise<void> {
   const apiHeaders = { ...helmetHeaders({ ...API_HELMET_OPTIONS, ...DOCUMENT_ONLY_HEADERS_OFF }), ...NOT_CACHED }
   fastify.addHook('onRequest', function securityHeaders (request, reply, done) {
-    if (!isDocs(request.routeOptions.url)) reply.headers(apiHeaders)
+    const { url } = request.routeOptions
+    if (url === undefined || !isDocsRoute(url)) reply.headers(apiHeaders)
     done()
   })
 }

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { IsOptional, type TSchema } from 'typebox'
 import { packageVersion } from '../src/paths.js'
-import { DOCS_PREFIX } from './auth.js'
+import { DOCS_PREFIX, isDocsRoute } from './auth.js'
 import { REFRESH_COOKIE, REFRESH_COOKIE_PATH } from './cookie.js'
 import { docsSecurityHeaders } from './security-headers.js'
 
@@ -94,7 +94,7 @@ const swaggerUiOptions: FastifySwaggerUiOptions = {
  */
 async function swaggerPlugin (fastify: FastifyInstance): Promise<void> {
   fastify.addHook('onRoute', (route) => {
-    if (route.config?.public === true || route.url.startsWith(DOCS_PREFIX)) return
+    if (route.config?.public === true || isDocsRoute(route.url)) return
     route.schema = { ...route.schema, security: [{ bearerAuth: [] }] }
   })
 
