@@ -42,7 +42,7 @@ export function defaultHashingQueue (): WorkQueue {
  * of other routes; hashing still gets about a tenth of a core that is busy
  * with them (CFS weights 110 against 1024), and all of an idle one.
  */
-export const HASHING_NICE_INCREMENT = 10
+const HASHING_NICE_INCREMENT = 10
 
 /** Idle hashing threads stop after this long; the next hash starts one again. */
 const IDLE_THREAD_MS = 60_000

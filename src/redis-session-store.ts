@@ -89,7 +89,7 @@ const COMPACT_VALUE_BYTES = 64
 const USER_AGENT_FIELDS = ['ua', ...Array.from({ length: 7 }, (_, index) => `ua${index + 1}`)]
 
 /** The user agent as fields of at most COMPACT_VALUE_BYTES, cut between characters (and cut off after the last field). */
-export function userAgentFields (userAgent: string): Record<string, string> {
+function userAgentFields (userAgent: string): Record<string, string> {
   const fields: Record<string, string> = {}
   let field = 0
   let piece = ''
