@@ -1,8 +1,18 @@
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
-import { hashSecret, issueRefreshToken, newSessionId, sealSuccessor } from '../src/refresh-token.js'
+import { hashSecret, newFamilyId, newRefreshSecret, sealSuccessor, sessionIdOf } from '../src/refresh-token.js'
 import { RedisSessionStore } from '../src/redis-session-store.js'
-import { SPENT_TOKENS_KEPT } from '../src/session-store.js'
+import { GRACE_GENERATIONS } from '../src/session-store.js'
+
+/**
+ * Rotations per session, as a client makes them: one per access-token
+ * lifetime (10 minutes), so each is past the grace of the one before. Then
+ * GRACE_GENERATIONS more, one second apart (all inside the default 10 s
+ * grace): as large as a session gets. Neither grows with the rotations.
+ */
+const ROTATIONS = 8
+const TYPICAL_INTERVAL_MS = 10 * 60_000
+const GRACE_MS = 10_000
 
 /** What 10 000 sessions cost in Redis, from MEMORY USAGE of every key they made. */
 export interface RedisMemoryResult {
@@ -11,8 +21,10 @@ export interface RedisMemoryResult {
   keys: number
   /** Right after login: the session hash and its user's index. */
   fresh: { bytes: number, bytesPerSession: number }
-  /** After SPENT_TOKENS_KEPT rotations each: the largest a live session gets (previous hash, sealed successor, spent hashes). */
+  /** After ROTATIONS rotations each, one per access-token lifetime: a typical live session (one spent generation kept). */
   rotated: { bytes: number, bytesPerSession: number, rotations: number }
+  /** Then GRACE_GENERATIONS more, inside the grace: the largest a session gets (that many spent generations kept). */
+  inGrace: { bytes: number, bytesPerSession: number, spentKept: number }
   /** Keys with no expiry (PTTL -1): must be none. */
   keysWithoutTtl: number
   /** Where the rotated bytes are: per session hash and per user index, with Redis's encoding of each. */
@@ -75,7 +87,7 @@ async function memoryOf (redis: Redis, keys: string[]): Promise<number> {
 /**
  * Creates `count` sessions (one user each, so every session also pays for a
  * user index) through the service's own RedisSessionStore under a private
- * prefix, measures them fresh and after SPENT_TOKENS_KEPT rotations, counts
+ * prefix, measures them fresh and after ROTATIONS rotations, counts
  * keys without a TTL, and deletes everything under the prefix.
  */
 export async function measureRedisMemory (url: string, prefix: string, count = 10_000): Promise<RedisMemoryResult> {
@@ -85,44 +97,51 @@ export async function measureRedisMemory (url: string, prefix: string, count = 1
     const store = new RedisSessionStore(redis, { prefix })
     const now = Date.now()
     const sessions = Array.from({ length: count }, (_, i) => {
-      const id = newSessionId(now)
+      const id = sessionIdOf(newFamilyId())
       const idleExpiresAt = now + 14 * DAY_MS
-      const { secret } = issueRefreshToken(id, idleExpiresAt)
-      return { id, secret, userId: randomUUID(), idleExpiresAt, ip: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}` }
+      return { id, secret: newRefreshSecret(), generation: 0, userId: randomUUID(), idleExpiresAt, ip: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}` }
     })
     for (let i = 0; i < count; i += BATCH) {
       await Promise.all(sessions.slice(i, i + BATCH).map((session) => store.create({
         id: session.id,
         userId: session.userId,
         tokenHash: hashSecret(session.secret),
+        credentialVersion: 0,
         createdAt: now,
         idleExpiresAt: session.idleExpiresAt,
         absoluteExpiresAt: now + 90 * DAY_MS,
         userAgent: USER_AGENT,
         ip: session.ip
-      }, now)))
+      }, now, 100)))
     }
     const keys = await keysUnder(redis, prefix)
     const fresh = await memoryOf(redis, keys)
 
-    for (let rotation = 1; rotation <= SPENT_TOKENS_KEPT; rotation++) {
-      const at = now + rotation * 1000
+    /** Rotates every session once, at `at`. */
+    const rotateAll = async (at: number): Promise<void> => {
       for (let i = 0; i < count; i += BATCH) {
         await Promise.all(sessions.slice(i, i + BATCH).map(async (session) => {
-          const next = issueRefreshToken(session.id, at + 14 * DAY_MS)
+          const next = newRefreshSecret()
           const outcome = await store.refresh({
             sessionId: session.id,
-            presentedHash: hashSecret(session.secret),
+            generation: session.generation,
+            hash: hashSecret(session.secret),
             now: at,
             idleTtlMs: 14 * DAY_MS,
-            graceMs: 10_000,
-            successor: { hash: hashSecret(next.secret), sealed: sealSuccessor(session.secret, next.secret) }
+            graceMs: GRACE_MS,
+            successor: { hash: hashSecret(next), sealed: sealSuccessor(session.secret, next) }
           })
-          if (outcome.result !== 'refreshed') throw new Error(`rotation ${rotation} of a benchmark session: ${outcome.result}`)
-          session.secret = next.secret
+          if (outcome.result !== 'refreshed') throw new Error(`rotation at ${at} of a benchmark session: ${outcome.result}`)
+          session.secret = next
+          session.generation = outcome.generation
         }))
       }
     }
+    let at = now
+    for (let rotation = 1; rotation <= ROTATIONS; rotation++) await rotateAll(at += TYPICAL_INTERVAL_MS)
+    const typical = await memoryOf(redis, await keysUnder(redis, prefix))
+    for (let rotation = 1; rotation <= GRACE_GENERATIONS; rotation++) await rotateAll(at += 1000)
+
     const rotatedKeys = await keysUnder(redis, prefix)
     const rotated = await memoryOf(redis, rotatedKeys)
     const sessionKeys = rotatedKeys.filter((key) => key.startsWith(`${prefix}session:`))
@@ -147,7 +166,8 @@ export async function measureRedisMemory (url: string, prefix: string, count = 1
       sessions: count,
       keys: rotatedKeys.length,
       fresh: { bytes: fresh, bytesPerSession: fresh / count },
-      rotated: { bytes: rotated, bytesPerSession: rotated / count, rotations: SPENT_TOKENS_KEPT },
+      rotated: { bytes: typical, bytesPerSession: typical / count, rotations: ROTATIONS },
+      inGrace: { bytes: rotated, bytesPerSession: rotated / count, spentKept: GRACE_GENERATIONS },
       keysWithoutTtl: await keysWithoutTtl(redis, rotatedKeys),
       breakdown
     }

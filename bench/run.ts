@@ -639,7 +639,8 @@ async function main (): Promise<void> {
       const memory = await measureRedisMemory(options.redisUrl, `${redisPrefix}mem:`)
       partial.redisMemory = memory
       phaseEnd(`redis: memory   ${memory.fresh.bytesPerSession.toFixed(0)} B/session fresh, ${memory.rotated.bytesPerSession.toFixed(0)} B/session ` +
-        `after ${memory.rotated.rotations} rotations (${memory.keys} keys incl. user indexes), ${memory.keysWithoutTtl} keys without TTL`)
+        `after ${memory.rotated.rotations} rotations, ${memory.inGrace.bytesPerSession.toFixed(0)} B/session at most ` +
+        `(${memory.inGrace.spentKept} rotations inside the grace; ${memory.keys} keys incl. user indexes), ${memory.keysWithoutTtl} keys without TTL`)
       const { sessionHash, userIndex, listpackValueLimit } = memory.breakdown
       say(`         session hash ${sessionHash.bytes.toFixed(0)} B (${sessionHash.encoding}; largest field "${sessionHash.largestField.name}" ` +
         `${sessionHash.largestField.bytes} B, listpack limit ${listpackValueLimit} B), user index ${userIndex.bytes.toFixed(0)} B (${userIndex.encoding})`)

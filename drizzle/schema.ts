@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import { pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
+import { integer, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
 
 export const users = pgTable('users', {
   id: uuid('id').primaryKey().defaultRandom(),
@@ -8,6 +8,10 @@ export const users = pgTable('users', {
   // of one address cannot both succeed.
   email: text('email').notNull(),
   passwordHash: text('password_hash').notNull(),
+  // Raised by every credential change (password change, later reset, disabling,
+  // deletion): a session opened under an older version is over, even one whose
+  // login was in flight when the change happened.
+  credentialVersion: integer('credential_version').notNull().default(0),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow()
 }, (table) => [

@@ -1,6 +1,7 @@
 import fastifyCookie from '@fastify/cookie'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { ServiceError } from '../src/errors.js'
 
 export const REFRESH_COOKIE = 'refresh_token'
 /** The cookie goes only to /auth routes: never to the API calls that carry access tokens. */
@@ -15,6 +16,29 @@ declare module 'fastify' {
     setRefreshCookie(token: string, maxAgeSeconds: number): FastifyReply
     clearRefreshCookie(): FastifyReply
   }
+}
+
+/**
+ * Every `refresh_token=` pair of a Cookie header, its name trimmed of spaces and
+ * tabs as the cookie parser trims it (browsers join several Cookie headers with `;`).
+ */
+const REFRESH_COOKIE_PAIR = new RegExp(`(?:^|;)[ \\t]*${REFRESH_COOKIE}[ \\t]*=`, 'g')
+
+/**
+ * The refresh_token cookie of a request to a route in this plugin's scope, or
+ * undefined: absent, or sent from a foreign origin (see cookiePlugin).
+ *
+ * Two of them is an attack, not a client's mistake: a sibling subdomain can
+ * plant a second refresh_token with a longer Path, which the browser sends
+ * first, and the parser keeps the first. Throws REFRESH_TOKEN_INVALID then, so
+ * that neither cookie is used, revoked or cleared.
+ */
+export function refreshCookieOf (request: FastifyRequest): string | undefined {
+  if (request.foreignOrigin) return undefined
+  if ((request.headers.cookie?.match(REFRESH_COOKIE_PAIR)?.length ?? 0) > 1) {
+    throw new ServiceError('REFRESH_TOKEN_INVALID', 'The request carries two refresh_token cookies: neither is used')
+  }
+  return request.cookies[REFRESH_COOKIE]
 }
 
 /** The Origin header as an origin, or undefined when it is absent, `null` or not a URL. */

@@ -13,7 +13,8 @@ import { loadSigningKeys, type SigningKeys } from '../src/keys.js'
 export const VERIFIED_TOKENS_KEPT = 10_000
 
 export interface AccessTokens {
-  issue(userId: string, sessionId: string): string
+  /** An access token for the session, never expiring after `notAfter` (ms): its session's end. */
+  issue(userId: string, sessionId: string, notAfter: number): string
   /** Verifies size, kid, signature, algorithm, issuer, audience, type, claims and (unless allowed) expiry. */
   verify(token: string, options?: { allowExpired?: boolean }): AccessTokenClaims
   /** How many verified tokens are remembered right now. */
@@ -68,12 +69,13 @@ async function jwtPlugin (fastify: FastifyInstance, options: JwtPluginOptions): 
   const verified = new LRUCache<string, AccessTokenClaims>({ max: options.verifiedTokensKept ?? VERIFIED_TOKENS_KEPT })
 
   const accessTokens: AccessTokens = {
-    issue: (userId, sessionId) => signer.sign({
+    issue: (userId, sessionId, notAfter) => signer.sign({
       ...accessTokenClaims({
         userId,
         sessionId,
         now: clock.now(),
         ttlSeconds: config.accessTokenTtl,
+        notAfter,
         issuer: config.jwt.issuer,
         audience: config.jwt.audience
       })

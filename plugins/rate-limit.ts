@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import type { RateLimit } from '../src/config.js'
+import type { Config, RateLimit } from '../src/config.js'
 import { storeUnavailable } from '../src/errors.js'
 import { RateLimitedError } from '../src/rate-limited.js'
 import { errorResponses } from '../src/schemas.js'
@@ -10,9 +10,21 @@ import { errorResponses } from '../src/schemas.js'
 /** The rate-limited routes, each naming its policy where it is declared: `config: { rateLimitPolicy: 'login' }`. */
 export type RateLimitPolicy = 'signup' | 'login' | 'refresh' | 'password'
 
+/**
+ * Limits a handler counts itself, once it knows an attempt is one of those
+ * limited: `await fastify.rateLimits.consume('logout-noop', request, reply)`.
+ */
+export type CountedLimit = 'logout-noop'
+
 declare module 'fastify' {
   interface FastifyContextConfig {
     rateLimitPolicy?: RateLimitPolicy
+  }
+  interface FastifyInstance {
+    rateLimits: {
+      /** Counts one attempt against `limit`; throws RateLimitedError (429) when that exceeds it. */
+      consume(limit: CountedLimit, request: FastifyRequest, reply: FastifyReply): Promise<void>
+    }
   }
 }
 
@@ -24,6 +36,8 @@ export interface RateLimitSettings {
   loginPerAddress: RateLimit
   signupPerAddress: RateLimit
   refreshPerAddress: RateLimit
+  /** Logouts that revoke nothing, per client address. */
+  logoutNoopPerAddress: RateLimit
 }
 
 /**
@@ -32,17 +46,21 @@ export interface RateLimitSettings {
  */
 const SHARED_ADDRESS_FACTOR = 10
 
-/** The limits for `loginRateLimit` (LOGIN_RATE_LIMIT): per account as configured, per address ten times that. */
-export function defaultRateLimits (loginRateLimit: RateLimit): RateLimitSettings {
+/**
+ * The limits the configuration sets: login per account as LOGIN_RATE_LIMIT and per
+ * address ten times that, signup SIGNUP_RATE_LIMIT, refresh REFRESH_RATE_LIMIT.
+ */
+export function defaultRateLimits (
+  { loginRateLimit, signupRateLimit, refreshRateLimit }: Pick<Config, 'loginRateLimit' | 'signupRateLimit' | 'refreshRateLimit'>
+): RateLimitSettings {
   return {
     loginPerAccount: loginRateLimit,
     loginPerAddress: { max: loginRateLimit.max * SHARED_ADDRESS_FACTOR, windowSeconds: loginRateLimit.windowSeconds },
-    // A signup costs an argon2 hash and a row: ten an hour and some, from one address, is an office signing up.
-    signupPerAddress: { max: 50, windowSeconds: 600 },
-    // Refresh tokens cannot be guessed (256 bits); this only caps a flood, and is counted per instance
-    // (see `limiter`). One refresh per user every ACCESS_TOKEN_TTL (10 min) lets several thousand users
-    // share an address.
-    refreshPerAddress: { max: 600, windowSeconds: 60 }
+    signupPerAddress: signupRateLimit,
+    refreshPerAddress: refreshRateLimit,
+    // A logout that revokes nothing costs what a refresh does, and may be a probe with tokens
+    // that are not (or no longer) live: it is held to the refresh numbers.
+    logoutNoopPerAddress: refreshRateLimit
   }
 }
 
@@ -89,16 +107,18 @@ function decide (reply: FastifyReply, results: CheckResult[]): (CheckResult & { 
 
 /**
  * Rate limits with @fastify/rate-limit, counted in Redis when the app has it
- * (every instance shares the count; refresh's excepted) and in process otherwise. A route names
+ * (every instance shares the count; refresh's and logout's excepted) and in process otherwise. A route names
  * its policy in its config; each policy is one or more limits, all counted
  * on every attempt that reaches the handler (after validation, so malformed
- * requests, which cost nothing, do not use up a client's attempts). When any
+ * requests, which cost nothing, do not use up a client's attempts). A handler
+ * that limits only some outcomes counts them itself with `fastify.rateLimits.consume`
+ * (logout: only the logouts that revoke nothing). When any
  * is exceeded the answer is 429 RATE_LIMITED with Retry-After and the
  * x-ratelimit-* headers; while Redis is down it is 503 STORE_UNAVAILABLE, not
  * an unlimited pass.
  */
 async function rateLimitPlugin (fastify: FastifyInstance, options: RateLimitPluginOptions): Promise<void> {
-  const limits = { ...defaultRateLimits(fastify.config.loginRateLimit), ...options.limits }
+  const limits = { ...defaultRateLimits(fastify.config), ...options.limits }
   const redis = fastify.hasDecorator('redis') ? fastify.redis : undefined
   const prefix = `${options.redisKeyPrefix ?? fastify.config.redisKeyPrefix}rate-limit:`
 
@@ -107,7 +127,8 @@ async function rateLimitPlugin (fastify: FastifyInstance, options: RateLimitPlug
    * through its root limiter, so its keys are `<prefix>rate-limit:<name>:<key>`.
    * A limit `perInstance` is counted in process even with Redis: the refresh limit,
    * which guards against floods of requests that each cost one Redis command, would
-   * otherwise double that cost for every refresh (a refresh is one round trip).
+   * otherwise double that cost for every refresh (a refresh is one round trip); the
+   * no-op logout limit, with the same numbers, likewise.
    */
   async function limiter (
     name: string, limit: RateLimit, keyOf: (request: FastifyRequest) => string, { perInstance = false } = {}
@@ -136,23 +157,35 @@ async function rateLimitPlugin (fastify: FastifyInstance, options: RateLimitPlug
     signup: [await limiter('signup-address', limits.signupPerAddress, clientAddress)],
     refresh: [await limiter('refresh-address', limits.refreshPerAddress, clientAddress, { perInstance: true })]
   }
+  const counted: Record<CountedLimit, Limiter[]> = {
+    'logout-noop': [await limiter('logout-noop-address', limits.logoutNoopPerAddress, clientAddress, { perInstance: true })]
+  }
+
+  /** Counts the attempt against every one of `limiters`; throws when one is exceeded. */
+  async function count (limiters: Limiter[], request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    let results: CheckResult[]
+    try {
+      results = await Promise.all(limiters.map(({ check }) => check(request)))
+    } catch (error) {
+      throw storeUnavailable(error)
+    }
+    const exceeded = decide(reply, results)
+    if (exceeded === undefined) return
+    const name = limiters[results.indexOf(exceeded)]!.name
+    request.log.info({ limit: name, retryAfter: exceeded.ttlInSeconds }, 'rate limit exceeded')
+    throw new RateLimitedError(exceeded.ttlInSeconds, `Too many attempts: retry in ${Math.max(1, exceeded.ttlInSeconds)} seconds`)
+  }
 
   function enforce (policy: RateLimitPolicy): preHandlerAsyncHookHandler {
     const limiters = policies[policy]
     return async function rateLimit (request, reply) {
-      let results: CheckResult[]
-      try {
-        results = await Promise.all(limiters.map(({ check }) => check(request)))
-      } catch (error) {
-        throw storeUnavailable(error)
-      }
-      const exceeded = decide(reply, results)
-      if (exceeded === undefined) return
-      const name = limiters[results.indexOf(exceeded)]!.name
-      request.log.info({ limit: name, retryAfter: exceeded.ttlInSeconds }, 'rate limit exceeded')
-      throw new RateLimitedError(exceeded.ttlInSeconds, `Too many attempts: retry in ${Math.max(1, exceeded.ttlInSeconds)} seconds`)
+      await count(limiters, request, reply)
     }
   }
+
+  fastify.decorate('rateLimits', {
+    consume: (limit: CountedLimit, request: FastifyRequest, reply: FastifyReply) => count(counted[limit], request, reply)
+  })
 
   fastify.addHook('onRoute', (route) => {
     const policy = route.config?.rateLimitPolicy

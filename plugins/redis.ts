@@ -2,6 +2,7 @@ import fastifyRedis from '@fastify/redis'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
+import { describeStoreError } from '../src/errors.js'
 import { createRedisClient } from '../src/redis-client.js'
 
 export interface RedisPluginOptions {
@@ -23,7 +24,7 @@ async function redisPlugin (fastify: FastifyInstance, options: RedisPluginOption
   if (fastify.config.redisUrl === undefined) return
 
   const client = createRedisClient(fastify.config.redisUrl, { cluster: fastify.config.redisCluster })
-  client.on('error', (error: Error) => fastify.log.warn({ err: error }, 'Redis connection error'))
+  client.on('error', (error: Error) => fastify.log.warn({ err: describeStoreError(error) }, 'Redis connection error'))
   await client.connect()
   await fastify.register(fastifyRedis, { client, closeClient: false })
   // quit() waits for Redis to answer; while it is down, drop the connection instead.

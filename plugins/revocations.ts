@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import { describeStoreError } from '../src/errors.js'
 import { RedisRevocationFeed } from '../src/redis-revocation-feed.js'
 import { RevocationList } from '../src/revocation-list.js'
 
@@ -16,7 +17,8 @@ export interface RevocationsPluginOptions {
 /**
  * Revoked sessions, checked in memory on every request. With Redis, every
  * instance hears of each revocation through pub/sub, and reads the ones it
- * missed when it starts or reconnects.
+ * missed when it starts or reconnects. Changed users reach the cache of
+ * user facts the same way.
  */
 async function revocationsPlugin (fastify: FastifyInstance, options: RevocationsPluginOptions): Promise<void> {
   const { config, clock } = fastify
@@ -24,13 +26,17 @@ async function revocationsPlugin (fastify: FastifyInstance, options: Revocations
     ? new RedisRevocationFeed(fastify.redis, {
       prefix: options.redisKeyPrefix ?? config.redisKeyPrefix,
       clock,
-      onError: (error) => fastify.log.warn({ err: error }, 'revocation feed: Redis unavailable, will catch up on reconnect')
+      onError: (error) => fastify.log.warn({ err: describeStoreError(error) }, 'revocation feed: Redis unavailable, will catch up on reconnect')
     })
     : undefined
-  const revocations = new RevocationList(clock, config.accessTokenTtl * 1000, feed)
+  const { userFacts } = fastify
+  const revocations = new RevocationList(clock, config.accessTokenTtl * 1000, feed, {
+    changed: (userId) => userFacts.forget(userId),
+    resynced: () => userFacts.clear()
+  })
   await revocations.listen()
   fastify.addHook('onClose', () => revocations.close())
   fastify.decorate('revocations', revocations)
 }
 
-export default fp(revocationsPlugin, { name: 'revocations', dependencies: ['config', 'redis'] })
+export default fp(revocationsPlugin, { name: 'revocations', dependencies: ['config', 'redis', 'user-facts'] })

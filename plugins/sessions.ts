@@ -26,8 +26,9 @@ async function sessionsPlugin (fastify: FastifyInstance, options: SessionsPlugin
     clock,
     policy: config,
     revocations: fastify.revocations,
-    issueAccessToken: (userId, sessionId) => fastify.accessTokens.issue(userId, sessionId)
+    users: fastify.userFacts,
+    issueAccessToken: (userId, sessionId, notAfter) => fastify.accessTokens.issue(userId, sessionId, notAfter)
   }))
 }
 
-export default fp(sessionsPlugin, { name: 'sessions', dependencies: ['config', 'jwt', 'session-store', 'revocations'] })
+export default fp(sessionsPlugin, { name: 'sessions', dependencies: ['config', 'jwt', 'session-store', 'revocations', 'user-facts'] })

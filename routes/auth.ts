@@ -8,7 +8,7 @@ import {
 } from '../src/schemas.js'
 import type { ClientInfo, TokenPair as TokenPairType } from '../src/sessions.js'
 import { normalizeEmail } from '../src/users.js'
-import { REFRESH_COOKIE } from '../plugins/cookie.js'
+import { refreshCookieOf } from '../plugins/cookie.js'
 
 const MAX_USER_AGENT_LENGTH = 256
 
@@ -35,7 +35,7 @@ function sendPair (reply: FastifyReply, pair: TokenPairType): TokenPairType {
 const REFRESH_FAILURES = new Set(['REFRESH_TOKEN_EXPIRED', 'REFRESH_TOKEN_INVALID', 'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED'])
 
 const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { users, passwords, sessions, accessTokens } = fastify
+  const { users, passwords, sessions, accessTokens, rateLimits } = fastify
 
   fastify.post('/auth/signup', {
     config: { public: true, rateLimitPolicy: 'signup' },
@@ -83,7 +83,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       ? await passwords.verifyNothing(password)
       : await passwords.verify(user.passwordHash, password)
     if (!valid || user === undefined) throw new ServiceError('INVALID_CREDENTIALS')
-    return sendPair(reply, await sessions.open(user.id, clientOf(request)))
+    return sendPair(reply, await sessions.open(user, clientOf(request)))
   })
 
   fastify.post('/auth/refresh', {
@@ -97,7 +97,8 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         'and the browser sends the cookie by itself. Call it when a request answers `ACCESS_TOKEN_EXPIRED` (an expired ' +
         'access token never blocks it). With rotation on (ROTATE_REFRESH_TOKENS), the refresh token is replaced and the ' +
         'old one is spent: presented again after REFRESH_REUSE_GRACE, it revokes the whole session (`REFRESH_TOKEN_REUSED`). ' +
-        'A refresh token that fails is dropped from the cookie.',
+        'A refresh token that fails is dropped from the cookie. Two refresh_token cookies are refused ' +
+        '(`REFRESH_TOKEN_INVALID`), whatever the body holds, and neither is cleared.',
       security: [{ refreshCookie: [] }, {}],
       body: Type.Optional(RefreshTokenBody),
       response: {
@@ -107,8 +108,10 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
   }, async (request, reply) => {
+    // Read whatever the body holds, and outside the try below: two cookies are refused, neither cleared.
+    const cookie = refreshCookieOf(request)
     const fromCookie = request.body?.refreshToken === undefined
-    const token = request.body?.refreshToken ?? request.cookies[REFRESH_COOKIE]
+    const token = request.body?.refreshToken ?? cookie
     if (token === undefined || token === '') throw new ServiceError('REFRESH_TOKEN_MISSING')
     try {
       return sendPair(reply, await sessions.refresh(token, clientOf(request), request.log))
@@ -128,17 +131,22 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Log out',
       description: 'Revokes the session named by the refresh token (body or cookie) and/or the access token (expired or ' +
         'not), and clears the cookie: its refresh token at once, its access tokens within a second on every instance. ' +
-        'Idempotent: 204 even when there was nothing to revoke.',
+        'Idempotent: 204 even when there was nothing to revoke; such logouts are limited per client address (429). ' +
+        'Two refresh_token cookies are refused (`REFRESH_TOKEN_INVALID`): nothing is revoked and the cookie is kept.',
       security: [{ refreshCookie: [] }, { bearerAuth: [] }, {}],
       body: Type.Optional(RefreshTokenBody),
       response: {
         204: Type.Null({ description: 'Logged out; the refresh_token cookie is cleared', headers: SET_REFRESH_COOKIE_HEADER }),
-        ...errorResponses('PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
+        ...errorResponses('REFRESH_TOKEN_INVALID', 'RATE_LIMITED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
       }
     }
   }, async (request, reply) => {
-    const refreshToken = request.body?.refreshToken ?? request.cookies[REFRESH_COOKIE]
-    await sessions.close({ refreshToken, sessionId: sessionOfBearer(request) })
+    // Read whatever the body holds: with two cookies, nothing is revoked.
+    const cookie = refreshCookieOf(request)
+    const refreshToken = request.body?.refreshToken ?? cookie
+    const revoked = await sessions.logout({ refreshToken, sessionId: sessionOfBearer(request) })
+    // A logout that revokes nothing is the one a probe or a flood sends; a real one is never held back.
+    if (!revoked) await rateLimits.consume('logout-noop', request, reply)
     return reply.clearRefreshCookie().code(204).send()
   })
 
@@ -163,8 +171,8 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (user === undefined || !await passwords.verify(user.passwordHash, request.body.currentPassword)) {
       throw new ServiceError('INVALID_CREDENTIALS', 'The current password is wrong')
     }
-    await users.updatePassword(user.id, await passwords.hash(request.body.newPassword))
-    await sessions.revokeAll(user.id, sid)
+    const passwordHash = await passwords.hash(request.body.newPassword)
+    await sessions.changeCredentials(user, sid, () => users.updatePassword(user.id, passwordHash))
     return reply.code(204).send(null)
   })
 

@@ -23,12 +23,14 @@ export interface AccessTokenClaims {
   token_use: typeof TOKEN_USE
 }
 
+/** The claims of a new access token: it expires `ttlSeconds` after `now`, or at `notAfter` (its session's end, ms) if sooner. */
 export function accessTokenClaims (
-  { userId, sessionId, now, ttlSeconds, issuer, audience }:
-  { userId: string, sessionId: string, now: number, ttlSeconds: number, issuer: string, audience: string }
+  { userId, sessionId, now, ttlSeconds, notAfter, issuer, audience }:
+  { userId: string, sessionId: string, now: number, ttlSeconds: number, notAfter: number, issuer: string, audience: string }
 ): AccessTokenClaims {
   const iat = Math.floor(now / 1000)
-  return { sub: userId, sid: sessionId, jti: randomUUID(), iat, exp: iat + ttlSeconds, iss: issuer, aud: audience, token_use: TOKEN_USE }
+  const exp = Math.min(iat + ttlSeconds, Math.floor(notAfter / 1000))
+  return { sub: userId, sid: sessionId, jti: randomUUID(), iat, exp, iss: issuer, aud: audience, token_use: TOKEN_USE }
 }
 
 /** The token of an `Authorization: Bearer <token>` header. */

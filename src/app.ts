@@ -16,6 +16,7 @@ import securityHeadersPlugin from '../plugins/security-headers.js'
 import sessionStorePlugin from '../plugins/session-store.js'
 import sessionsPlugin from '../plugins/sessions.js'
 import swaggerPlugin from '../plugins/swagger.js'
+import userFactsPlugin from '../plugins/user-facts.js'
 import underPressurePlugin, { type UnderPressureOptions } from '../plugins/under-pressure.js'
 import authRoutes from '../routes/auth.js'
 import healthRoutes from '../routes/health.js'
@@ -44,7 +45,7 @@ export interface AppOptions {
   /** Bound of the access-token verification cache. */
   verifiedTokensKept?: number
   logger?: FastifyServerOptions['logger']
-  /** Overrides of the default rate limits (plugins/rate-limit.ts); login's come from LOGIN_RATE_LIMIT. */
+  /** Overrides of the rate limits the configuration sets (LOGIN_, SIGNUP_ and REFRESH_RATE_LIMIT; plugins/rate-limit.ts). */
   rateLimits?: Partial<RateLimitSettings>
   /** Overrides of the load-shedding thresholds (plugins/under-pressure.ts). */
   underPressure?: UnderPressureOptions
@@ -106,6 +107,7 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
   await fastify.register(underPressurePlugin, options.underPressure ?? {})
   await fastify.register(rateLimitPlugin, { limits: options.rateLimits, redisKeyPrefix: options.redisKeyPrefix })
   await fastify.register(sessionStorePlugin, { sessionStore: options.sessionStore, redisKeyPrefix: options.redisKeyPrefix })
+  await fastify.register(userFactsPlugin)
   await fastify.register(revocationsPlugin, { redisKeyPrefix: options.redisKeyPrefix })
   await fastify.register(jwtPlugin, { verifiedTokensKept: options.verifiedTokensKept })
   await fastify.register(sessionsPlugin, { passwordHasher: options.passwordHasher })

@@ -38,6 +38,10 @@ export interface Config {
   }
   cookieSecure: boolean
   loginRateLimit: RateLimit
+  signupRateLimit: RateLimit
+  refreshRateLimit: RateLimit
+  /** Live sessions one user may hold; a login past it ends that user's least recently used session. */
+  maxSessionsPerUser: number
   corsOrigins: string[]
   trustProxy: boolean | number | string[]
   refreshBindIp: boolean
@@ -52,6 +56,9 @@ export class ConfigError extends Error {
     this.name = 'ConfigError'
   }
 }
+
+/** The largest MAX_SESSIONS_PER_USER: `GET /auth/sessions` answers every live session of a user in one list. */
+const MAX_SESSIONS_PER_USER_LIMIT = 100_000
 
 const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
 const MAX_DURATION_SECONDS = 10 * 365 * 86400
@@ -173,6 +180,12 @@ export function loadConfig (env: Env = process.env): Config {
     },
     cookieSecure: boolean('COOKIE_SECURE', production),
     loginRateLimit: rateLimit('LOGIN_RATE_LIMIT', read('LOGIN_RATE_LIMIT') ?? '10/1m'),
+    // A signup costs an argon2 hash and a row: fifty in ten minutes, from one address, is an office signing up.
+    signupRateLimit: rateLimit('SIGNUP_RATE_LIMIT', read('SIGNUP_RATE_LIMIT') ?? '50/10m'),
+    // Refresh tokens cannot be guessed (256 bits): this only caps a flood. At one refresh per user
+    // every ACCESS_TOKEN_TTL (10 min), several thousand users can share an address.
+    refreshRateLimit: rateLimit('REFRESH_RATE_LIMIT', read('REFRESH_RATE_LIMIT') ?? '600/1m'),
+    maxSessionsPerUser: positiveInteger('MAX_SESSIONS_PER_USER', read('MAX_SESSIONS_PER_USER') ?? '100', MAX_SESSIONS_PER_USER_LIMIT),
     corsOrigins: origins('CORS_ORIGINS', read('CORS_ORIGINS')),
     trustProxy: trustProxy('TRUST_PROXY', read('TRUST_PROXY')),
     refreshBindIp: boolean('REFRESH_BIND_IP', false),
@@ -200,6 +213,13 @@ function rateLimit (name: string, value: string): RateLimit {
     throw new ConfigError(name, `expected attempts/window such as 10/1m, got "${value}"`)
   }
   return { max: Number(match[1]), windowSeconds }
+}
+
+function positiveInteger (name: string, value: string, max: number): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > max) {
+    throw new ConfigError(name, `expected a whole number from 1 to ${max}, got "${value}"`)
+  }
+  return Number(value)
 }
 
 function origins (name: string, value: string | undefined): string[] {

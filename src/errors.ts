@@ -56,7 +56,47 @@ export function statusOf (code: ErrorCode): number {
   return CATALOGUE[code][0]
 }
 
-/** Wraps a failure of PostgreSQL or Redis, keeping the cause for the log. */
+/** Wraps a failure of PostgreSQL or Redis, keeping for the log a cause that names no value (describeStoreError). */
 export function storeUnavailable (cause: unknown): ServiceError {
-  return new ServiceError('STORE_UNAVAILABLE', undefined, { cause })
+  return new ServiceError('STORE_UNAVAILABLE', undefined, { cause: describeStoreError(cause) })
+}
+
+/** What may be logged of a store's error. */
+interface StoreErrorFacts {
+  name: string
+  message: string
+  code?: string
+  /** The name of the Redis command that failed. */
+  command?: string
+}
+
+/** Redis quotes the arguments of a command it does not know (a disabled EVALSHA, say) in its reply. */
+const QUOTED_ARGUMENTS = /, with args beginning with:.*$/s
+
+function factsOf (error: Error): StoreErrorFacts {
+  const { code, command } = error as { code?: unknown, command?: { name?: unknown } }
+  return {
+    name: error.name,
+    message: error.message.replace(QUOTED_ARGUMENTS, ''),
+    ...(typeof code === 'string' ? { code } : {}),
+    ...(typeof command?.name === 'string' ? { command: command.name } : {})
+  }
+}
+
+/**
+ * A store's error as it may be logged: what failed and why, never the values
+ * involved. Drivers attach those: ioredis the failed command's arguments
+ * (token hashes, sealed successors, client addresses, user agents), on each
+ * error of an aborted transaction (`previousErrors`) too; PostgreSQL a
+ * conflicting row's values (`detail`). Kept: name, message, code and command
+ * name, also of an aborted transaction's errors and of the last node a
+ * Cluster tried (`lastNodeError`).
+ */
+export function describeStoreError (error: unknown): Error {
+  if (!(error instanceof Error)) return new Error('store operation failed')
+  const { message, ...facts } = factsOf(error)
+  const { previousErrors, lastNodeError } = error as { previousErrors?: unknown, lastNodeError?: unknown }
+  return Object.assign(new Error(message), facts,
+    Array.isArray(previousErrors) ? { previousErrors: previousErrors.filter((each) => each instanceof Error).map(factsOf) } : {},
+    lastNodeError instanceof Error ? { lastNodeError: factsOf(lastNodeError) } : {})
 }

@@ -19,10 +19,16 @@ export class MemorySessionStore implements SessionStore {
     this.#sweeper = setInterval(() => this.sweep(), sweepIntervalMs).unref()
   }
 
-  async create (session: NewSession): Promise<void> {
+  async create (session: NewSession, now: number, maxSessions: number): Promise<string[]> {
     this.#sessions.set(session.id, initialState(session))
     const owned = this.#sessionsByUser.get(session.userId) ?? new Set()
     this.#sessionsByUser.set(session.userId, owned.add(session.id))
+    const others = this.#liveOf(session.userId, now).filter(([id]) => id !== session.id)
+    const excess = others.length + 1 - maxSessions
+    if (excess <= 0) return []
+    const leastRecentlyUsed = others.sort(([, a], [, b]) => a.lastUsedAt - b.lastUsedAt).slice(0, excess)
+    for (const [, state] of leastRecentlyUsed) revokeState(state)
+    return leastRecentlyUsed.map(([id]) => id)
   }
 
   async refresh (attempt: RefreshAttempt): Promise<RefreshOutcome> {
@@ -33,15 +39,23 @@ export class MemorySessionStore implements SessionStore {
     return outcome
   }
 
-  async revoke (sessionId: string, now: number, presentedHash?: string): Promise<string | undefined> {
+  async revoke (sessionId: string, now: number, presented?: { generation: number }): Promise<string | undefined> {
     const state = this.#live(sessionId, now)
-    if (state === undefined || !isRevocableWith(state, presentedHash)) return undefined
+    if (state === undefined || !isLive(state, now) || !isRevocableWith(state, presented)) return undefined
     revokeState(state)
     return state.userId
   }
 
+  async get (sessionId: string, now: number): Promise<(SessionInfo & { userId: string }) | undefined> {
+    const state = this.#live(sessionId, now)
+    if (state === undefined || !isLive(state, now)) return undefined
+    return { ...sessionInfo(sessionId, state), userId: state.userId }
+  }
+
   async list (userId: string, now: number): Promise<SessionInfo[]> {
-    return this.#liveOf(userId, now).map(([id, state]) => sessionInfo(id, state))
+    return this.#liveOf(userId, now)
+      .sort(([, a], [, b]) => a.createdAt - b.createdAt)
+      .map(([id, state]) => sessionInfo(id, state))
   }
 
   async revokeAll (userId: string, now: number, exceptSessionId?: string): Promise<string[]> {
@@ -52,6 +66,11 @@ export class MemorySessionStore implements SessionStore {
       revoked.push(id)
     }
     return revoked
+  }
+
+  async stamp (sessionId: string, credentialVersion: number, now: number): Promise<void> {
+    const state = this.#live(sessionId, now)
+    if (state !== undefined && isLive(state, now)) state.credentialVersion = Math.max(state.credentialVersion, credentialVersion)
   }
 
   async ping (): Promise<void> {}
@@ -73,6 +92,7 @@ export class MemorySessionStore implements SessionStore {
     }
   }
 
+  /** The session unless it has expired (revoked ones included); an expired one is dropped. */
   #live (sessionId: string, now: number): SessionState | undefined {
     const state = this.#sessions.get(sessionId)
     if (state !== undefined && now >= expiresAt(state)) {
@@ -88,7 +108,7 @@ export class MemorySessionStore implements SessionStore {
       const state = this.#live(id, now)
       if (state !== undefined && isLive(state, now)) live.push([id, state])
     }
-    return live.sort(([, a], [, b]) => a.createdAt - b.createdAt)
+    return live
   }
 
   #delete (sessionId: string, state: SessionState): void {

@@ -1,4 +1,4 @@
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis'
 
 /*
  * Fail fast instead of queueing commands while Redis is away: requests answer
@@ -55,4 +55,14 @@ export function clusterSeed (url: string): { seed: { host: string, port: number 
   // A bracketed IPv6 literal comes back with its brackets.
   const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1'
   return { seed: { host, port: parsed.port === '' ? 6379 : Number(parsed.port) }, credentials }
+}
+
+/**
+ * Runs a MULTI to the end: a command that fails inside it fails the whole
+ * (EXEC reports such a failure as one of its results, not as an error).
+ */
+export async function transaction (multi: ChainableCommander): Promise<void> {
+  for (const [error] of await multi.exec() ?? []) {
+    if (error !== null) throw error
+  }
 }

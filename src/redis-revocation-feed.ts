@@ -1,6 +1,7 @@
 import { Cluster, type Redis } from 'ioredis'
 import type { Clock } from './clock.js'
 import { storeUnavailable } from './errors.js'
+import { transaction } from './redis-client.js'
 import type { RevocationEvent, RevocationFeed } from './revocation-list.js'
 
 export interface RedisRevocationFeedOptions {
@@ -36,18 +37,17 @@ export class RedisRevocationFeed implements RevocationFeed {
     const now = this.options.clock.now()
     const member = JSON.stringify(event)
     try {
-      await this.redis.multi()
+      await transaction(this.redis.multi()
         .zadd(this.#key, event.until, member)
         .zremrangebyscore(this.#key, '-inf', now)
         .pexpire(this.#key, Math.max(1, event.until - now))
-        .publish(this.#channel, member)
-        .exec()
+        .publish(this.#channel, member))
     } catch (error) {
       throw storeUnavailable(error)
     }
   }
 
-  async start (deliver: (event: RevocationEvent) => void): Promise<void> {
+  async start (deliver: (event: RevocationEvent) => void, resynced: () => void): Promise<void> {
     // A connection in subscriber mode serves nothing else, hence a second one. It
     // queues its SUBSCRIBE until connected (the main connection fails fast instead).
     const subscriber = this.redis instanceof Cluster
@@ -60,7 +60,7 @@ export class RedisRevocationFeed implements RevocationFeed {
       if (event !== undefined) deliver(event)
     })
     // After every reconnect: read what was published while this instance was away.
-    this.#onReconnect = () => this.#catchUp(deliver)
+    this.#onReconnect = () => this.#catchUp(deliver, resynced)
     subscriber.on('ready', this.#onReconnect)
     this.redis.on('ready', this.#onReconnect)
     await subscriber.subscribe(this.#channel)
@@ -83,12 +83,12 @@ export class RedisRevocationFeed implements RevocationFeed {
   }
 
   /** Reads missed revocations, retrying until Redis answers or the feed is closed. */
-  #catchUp (deliver: (event: RevocationEvent) => void): void {
+  #catchUp (deliver: (event: RevocationEvent) => void, resynced: () => void): void {
     if (this.#closed) return
     clearTimeout(this.#retry)
-    this.#readMissed(deliver).catch((error: unknown) => {
+    this.#readMissed(deliver).then(resynced, (error: unknown) => {
       this.options.onError?.(error)
-      this.#retry = setTimeout(() => this.#catchUp(deliver), CATCH_UP_RETRY_MS).unref()
+      this.#retry = setTimeout(() => this.#catchUp(deliver, resynced), CATCH_UP_RETRY_MS).unref()
     })
   }
 }
@@ -98,6 +98,7 @@ function parseEvent (text: string): RevocationEvent | undefined {
     const event = JSON.parse(text) as Record<string, unknown>
     if (typeof event.until !== 'number') return undefined
     if (typeof event.sessionId === 'string') return { sessionId: event.sessionId, until: event.until }
+    if (typeof event.changedUserId === 'string') return { changedUserId: event.changedUserId, until: event.until }
     if (typeof event.userId === 'string' && typeof event.before === 'number') {
       return { userId: event.userId, before: event.before, until: event.until }
     }

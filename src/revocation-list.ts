@@ -1,23 +1,33 @@
 import type { Clock } from './clock.js'
 
 /**
- * A revocation as instances tell each other: a session, or every session of a
- * user that started before `before`. `until` is when the last access token it
- * covers has expired, after which it can be forgotten.
+ * A revocation as instances tell each other: a session, every session of a
+ * user that started before `before`, or a change to a user (a credential
+ * change) that each instance must re-read instead of trusting its cache.
+ * `until` is when it stops mattering (the last access token it covers has
+ * expired), after which it can be forgotten.
  */
 export type RevocationEvent =
   | { sessionId: string, until: number }
   | { userId: string, before: number, until: number }
+  | { changedUserId: string, until: number }
+
+/** Who hears of changed users: the cache of user facts. */
+export interface UserChangeListener {
+  changed?(userId: string): void
+  /** The feed reconnected: changes may have been missed. */
+  resynced?(): void
+}
 
 /** How instances share revocations (Redis pub/sub in redis-revocation-feed.ts). */
 export interface RevocationFeed {
   publish(event: RevocationEvent): Promise<void>
   /**
    * Delivers every event still in force, then each new one as it comes, and
-   * again every event in force after each reconnect, so nothing missed while
-   * away is ever accepted once back.
+   * again every event in force after each reconnect (then calls `resynced`),
+   * so nothing missed while away is ever accepted once back.
    */
-  start(deliver: (event: RevocationEvent) => void): Promise<void>
+  start(deliver: (event: RevocationEvent) => void, resynced: () => void): Promise<void>
   close(): Promise<void>
 }
 
@@ -35,12 +45,13 @@ export class RevocationList {
   constructor (
     private readonly clock: Clock,
     private readonly accessTokenTtlMs: number,
-    private readonly feed?: RevocationFeed
+    private readonly feed?: RevocationFeed,
+    private readonly users: UserChangeListener = {}
   ) {}
 
   /** Starts receiving other instances' revocations. */
   async listen (): Promise<void> {
-    await this.feed?.start((event) => this.apply(event))
+    await this.feed?.start((event) => this.apply(event), () => this.users.resynced?.())
   }
 
   async revokeSession (sessionId: string): Promise<void> {
@@ -53,8 +64,17 @@ export class RevocationList {
     await this.#revoke({ userId, before: now, until: now + this.accessTokenTtlMs })
   }
 
+  /** Tells every instance to re-read the user (their cached facts are stale). */
+  async userChanged (userId: string): Promise<void> {
+    await this.#revoke({ changedUserId: userId, until: this.clock.now() + this.accessTokenTtlMs })
+  }
+
   apply (event: RevocationEvent): void {
     const now = this.clock.now()
+    if ('changedUserId' in event) {
+      this.users.changed?.(event.changedUserId)
+      return
+    }
     if (event.until <= now) return
     if ('sessionId' in event) {
       this.#sessionsUntil.set(event.sessionId, Math.max(event.until, this.#sessionsUntil.get(event.sessionId) ?? 0))

@@ -9,18 +9,26 @@
  * time.
  */
 export interface SessionStore {
-  create(session: NewSession, now: number): Promise<void>
+  /**
+   * Stores a new session. When its user then holds more than `maxSessions`
+   * live sessions, the least recently used others are revoked; answers their ids.
+   */
+  create(session: NewSession, now: number, maxSessions: number): Promise<string[]>
   refresh(attempt: RefreshAttempt): Promise<RefreshOutcome>
   /**
-   * Revokes a session; with `presentedHash`, only if it is the session's
-   * current or previous token. Answers the session's user, or undefined when
-   * there was nothing to revoke.
+   * Revokes a live session; with `presented`, only if that generation was
+   * issued (whoever names the family held one of its tokens). Answers the
+   * session's user, or undefined when nothing was revoked (nothing is written then).
    */
-  revoke(sessionId: string, now: number, presentedHash?: string): Promise<string | undefined>
-  /** The user's live sessions (neither revoked nor expired), oldest first. */
+  revoke(sessionId: string, now: number, presented?: { generation: number }): Promise<string | undefined>
+  /** One live session (neither revoked nor expired), or undefined. */
+  get(sessionId: string, now: number): Promise<(SessionInfo & { userId: string }) | undefined>
+  /** The user's live sessions, oldest first. */
   list(userId: string, now: number): Promise<SessionInfo[]>
   /** Revokes every live session of the user but `exceptSessionId`; answers the ids revoked. */
   revokeAll(userId: string, now: number, exceptSessionId?: string): Promise<string[]>
+  /** Raises a live session's credential version to `credentialVersion` (never lowers it). */
+  stamp(sessionId: string, credentialVersion: number, now: number): Promise<void>
   ping(): Promise<void>
   close(): Promise<void>
 }
@@ -28,7 +36,10 @@ export interface SessionStore {
 export interface NewSession {
   id: string
   userId: string
+  /** The hash of generation 0's secret. */
   tokenHash: string
+  /** The user's credential version when the session opened: a later password change ends it. */
+  credentialVersion: number
   createdAt: number
   idleExpiresAt: number
   absoluteExpiresAt: number
@@ -47,9 +58,14 @@ export interface SessionInfo {
   ip: string
 }
 
-export interface RefreshAttempt {
+/** A refresh token as the store sees it: which generation it names, and its secret's hash. */
+export interface PresentedToken {
+  generation: number
+  hash: string
+}
+
+export interface RefreshAttempt extends PresentedToken {
   sessionId: string
-  presentedHash: string
   now: number
   idleTtlMs: number
   graceMs: number
@@ -59,33 +75,55 @@ export interface RefreshAttempt {
   clientIp?: string
 }
 
+interface LiveSessionFacts {
+  userId: string
+  /** The session's current generation (after this refresh). */
+  generation: number
+  credentialVersion: number
+  idleExpiresAt: number
+  absoluteExpiresAt: number
+}
+
 export type RefreshOutcome =
-  | { result: 'refreshed', userId: string, idleExpiresAt: number, absoluteExpiresAt: number }
-  | {
+  | ({ result: 'refreshed' } & LiveSessionFacts)
+  | ({
     result: 'grace'
-    userId: string
-    /** The successor as the rotation sealed it, and the hash it must open to. */
-    sealedSuccessor: string
-    successorHash: string
-    idleExpiresAt: number
-    absoluteExpiresAt: number
-  }
+    /**
+     * The sealed successors from the presented generation to the current one,
+     * oldest first, and the hash the last must open to.
+     */
+    sealedChain: string[]
+    currentHash: string
+  } & LiveSessionFacts)
   | { result: 'reused' | 'ip-mismatch' | 'revoked' | 'expired', userId: string }
   | { result: 'unknown' }
 
-/** How many spent tokens of a family are remembered to recognize reuse. */
-export const SPENT_TOKENS_KEPT = 8
+/**
+ * How many spent generations are remembered, each only for the grace after
+ * its rotation: a token up to this many rotations behind, presented within
+ * the grace, reaches the current token. Anything older is reuse.
+ */
+export const GRACE_GENERATIONS = 4
 
 /**
- * A spent token is remembered by the first 48 bits of its hash: recognizing
- * a replay needs no more (a forger's guess matches one of the eight with odds
- * of 1 in 3.5 × 10^13, and would only end the session), and eight of them fit
- * in one 64-byte value, which keeps a Redis session hash compactly encoded.
+ * A spent generation's secret is remembered by the first 132 bits of its
+ * hash: enough that only its holder presents a match, and small enough that
+ * a Redis session stays in its compact encoding.
  */
-export const SPENT_TAG_LENGTH = 8
+export const SPENT_HASH_LENGTH = 22
 
-export function spentTag (tokenHash: string): string {
-  return tokenHash.slice(0, SPENT_TAG_LENGTH)
+export function spentHash (tokenHash: string): string {
+  return tokenHash.slice(0, SPENT_HASH_LENGTH)
+}
+
+/** A rotated generation, kept for the grace after its rotation. */
+export interface SpentGeneration {
+  generation: number
+  /** spentHash of its secret's hash. */
+  hash: string
+  /** Its successor, sealed under its secret. */
+  sealedSuccessor: string
+  rotatedAt: number
 }
 
 /** A session as both stores hold it. */
@@ -98,12 +136,11 @@ export interface SessionState {
   userAgent: string
   ip: string
   revoked: boolean
+  credentialVersion: number
+  generation: number
   tokenHash?: string
-  previousHash?: string
-  rotatedAt?: number
-  sealedSuccessor?: string
-  /** Tags (spentTag) of spent tokens, most recent first, at most SPENT_TOKENS_KEPT. */
-  spentTags: string[]
+  /** Newest first, at most GRACE_GENERATIONS, each rotated less than a grace ago at the last rotation. */
+  spent: SpentGeneration[]
 }
 
 export function initialState (session: NewSession): SessionState {
@@ -116,8 +153,10 @@ export function initialState (session: NewSession): SessionState {
     userAgent: session.userAgent,
     ip: session.ip,
     revoked: false,
+    credentialVersion: session.credentialVersion,
+    generation: 0,
     tokenHash: session.tokenHash,
-    spentTags: []
+    spent: []
   }
 }
 
@@ -140,66 +179,85 @@ export function sessionInfo (id: string, state: SessionState): SessionInfo {
   }
 }
 
+/** The spent generation a token names, if its secret matches and its grace is not over. */
+function inGrace (state: SessionState, { generation, hash }: PresentedToken, now: number, graceMs: number): SpentGeneration | undefined {
+  const spent = state.spent.find((entry) => entry.generation === generation)
+  return spent !== undefined && spent.hash === spentHash(hash) && now - spent.rotatedAt < graceMs ? spent : undefined
+}
+
 /**
  * The refresh decision, applied to `state` in place. The in-process store
  * runs it directly; the Redis store's Lua script is the same decision written
  * for Redis, and the shared suite holds them to the same behaviour.
  *
- * - the current token refreshes: with rotation, it becomes the previous one
- *   and its successor the current one; the idle expiry moves forward, never
- *   past the absolute one;
- * - the previous token, within the grace window after its rotation, answers
- *   the sealed successor (parallel tabs get one successor, the family never forks);
- * - any other spent token is reuse: the whole family is revoked.
+ * - the current generation with its secret refreshes: with rotation, its
+ *   successor becomes current and it is remembered for the grace; the idle
+ *   expiry moves forward, never past the absolute one;
+ * - a generation rotated less than the grace ago (at most GRACE_GENERATIONS
+ *   back), with its secret, answers the chain to the current token: parallel
+ *   tabs and retried requests continue the one session, which never forks;
+ * - any other token naming the family with a generation up to the current one
+ *   is reuse: a spent token after its grace, or a wrong secret. Only someone
+ *   who held a token of the family can name it, so the whole family is revoked;
+ * - a generation beyond the current one was never issued: unknown.
  */
 export function decideRefresh (state: SessionState, attempt: RefreshAttempt): RefreshOutcome {
   const { userId } = state
   if (state.revoked) return { result: 'revoked', userId }
   if (attempt.now >= expiresAt(state)) return { result: 'expired', userId }
+  if (attempt.generation > state.generation) return { result: 'unknown' }
   const boundElsewhere = attempt.clientIp !== undefined && attempt.clientIp !== state.ip
 
-  if (attempt.presentedHash === state.tokenHash) {
+  if (attempt.generation === state.generation && attempt.hash === state.tokenHash) {
     if (boundElsewhere) return { result: 'ip-mismatch', userId }
     if (attempt.successor !== undefined) {
-      state.previousHash = state.tokenHash
-      state.rotatedAt = attempt.now
-      state.sealedSuccessor = attempt.successor.sealed
+      const rotated = { generation: state.generation, hash: spentHash(state.tokenHash), sealedSuccessor: attempt.successor.sealed, rotatedAt: attempt.now }
+      const stillInGrace = state.spent.filter((entry) => attempt.now - entry.rotatedAt < attempt.graceMs)
+      state.spent = [rotated, ...stillInGrace].slice(0, GRACE_GENERATIONS)
+      state.generation += 1
       state.tokenHash = attempt.successor.hash
-      state.spentTags = [spentTag(attempt.presentedHash), ...state.spentTags].slice(0, SPENT_TOKENS_KEPT)
     }
     state.lastUsedAt = attempt.now
     state.idleExpiresAt = Math.min(attempt.now + attempt.idleTtlMs, state.absoluteExpiresAt)
-    return { result: 'refreshed', userId, idleExpiresAt: state.idleExpiresAt, absoluteExpiresAt: state.absoluteExpiresAt }
+    return { result: 'refreshed', ...liveFacts(state) }
   }
 
-  if (attempt.presentedHash === state.previousHash && attempt.now - state.rotatedAt! < attempt.graceMs) {
+  if (inGrace(state, attempt, attempt.now, attempt.graceMs) !== undefined) {
     if (boundElsewhere) return { result: 'ip-mismatch', userId }
-    return {
-      result: 'grace',
-      userId,
-      sealedSuccessor: state.sealedSuccessor!,
-      successorHash: state.tokenHash!,
-      idleExpiresAt: state.idleExpiresAt,
-      absoluteExpiresAt: state.absoluteExpiresAt
-    }
+    const sealedChain = state.spent
+      .filter((entry) => entry.generation >= attempt.generation)
+      .sort((a, b) => a.generation - b.generation)
+      .map((entry) => entry.sealedSuccessor)
+    return { result: 'grace', ...liveFacts(state), sealedChain, currentHash: state.tokenHash! }
   }
 
-  if (state.spentTags.includes(spentTag(attempt.presentedHash))) {
-    revokeState(state)
-    return { result: 'reused', userId }
+  revokeState(state)
+  return { result: 'reused', userId }
+}
+
+function liveFacts (state: SessionState): LiveSessionFacts {
+  return {
+    userId: state.userId,
+    generation: state.generation,
+    credentialVersion: state.credentialVersion,
+    idleExpiresAt: state.idleExpiresAt,
+    absoluteExpiresAt: state.absoluteExpiresAt
   }
-  return { result: 'unknown' }
 }
 
 /** Marks the session revoked and forgets every token hash it held. */
 export function revokeState (state: SessionState): void {
   state.revoked = true
   delete state.tokenHash
-  delete state.previousHash
-  delete state.sealedSuccessor
-  state.spentTags = []
+  state.spent = []
 }
 
-export function isRevocableWith (state: SessionState, presentedHash: string | undefined): boolean {
-  return presentedHash === undefined || presentedHash === state.tokenHash || presentedHash === state.previousHash
+/**
+ * Whether a logout presenting `presented` may end the session: any generation
+ * it issued, spent ones too. A spent token after its grace would be reuse on
+ * refresh; on logout its holder wants the session over, which ends a thief's
+ * hold on it as well.
+ */
+export function isRevocableWith (state: SessionState, presented: { generation: number } | undefined): boolean {
+  return presented === undefined || presented.generation <= state.generation
 }

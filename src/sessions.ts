@@ -2,11 +2,11 @@ import type { Clock } from './clock.js'
 import type { Config } from './config.js'
 import { ServiceError } from './errors.js'
 import {
-  hashSecret, issueRefreshToken, newRefreshSecret, newSessionId, openSuccessor, parseRefreshToken,
-  refreshTokenOf, sealSuccessor, sessionStartedAt, type RefreshToken
+  hashSecret, newFamilyId, newRefreshSecret, openSuccessors, parseRefreshToken, refreshTokenOf, sealSuccessor, sessionIdOf
 } from './refresh-token.js'
 import type { RevocationList } from './revocation-list.js'
 import type { SessionInfo, SessionStore } from './session-store.js'
+import type { UserFacts } from './user-facts.js'
 
 export interface TokenPair {
   accessToken: string
@@ -29,15 +29,28 @@ export interface SecurityLog {
 }
 
 export type SessionPolicy = Pick<Config,
-  'accessTokenTtl' | 'refreshTokenTtl' | 'sessionMaxAge' | 'rotateRefreshTokens' | 'refreshReuseGrace' | 'refreshBindIp'>
+  'accessTokenTtl' | 'refreshTokenTtl' | 'sessionMaxAge' | 'rotateRefreshTokens' | 'refreshReuseGrace' | 'refreshBindIp' | 'maxSessionsPerUser'>
+
+/** What the session lifecycle reads of users: their facts, cached or fresh from the database. */
+export interface UserFactsSource {
+  get(userId: string): Promise<UserFacts | undefined>
+  fresh(userId: string): Promise<UserFacts | undefined>
+}
 
 export interface SessionServiceDeps {
   store: SessionStore
   clock: Clock
   policy: SessionPolicy
   revocations: RevocationList
-  /** Signs an access token for the session; its lifetime is `policy.accessTokenTtl`. */
-  issueAccessToken(userId: string, sessionId: string): string
+  users: UserFactsSource
+  /** Signs an access token for the session, expiring after `policy.accessTokenTtl` but never after `notAfter` (ms). */
+  issueAccessToken(userId: string, sessionId: string, notAfter: number): string
+}
+
+/** A user as a login opens a session for them: the credential version their password was checked under. */
+export interface SessionOwner {
+  id: string
+  credentialVersion: number
 }
 
 /**
@@ -47,63 +60,86 @@ export interface SessionServiceDeps {
 export class SessionService {
   constructor (private readonly deps: SessionServiceDeps) {}
 
-  async open (userId: string, client: ClientInfo): Promise<TokenPair> {
-    const { store, clock, policy } = this.deps
+  /**
+   * Opens a session for a user whose password was just checked. If their
+   * credentials changed meanwhile (a password change that listed their
+   * sessions before this one existed), the session is ended at once and the
+   * login refused: its password is no longer theirs.
+   */
+  async open (user: SessionOwner, client: ClientInfo): Promise<TokenPair> {
+    const { store, clock, policy, users } = this.deps
     const now = clock.now()
-    const sessionId = newSessionId(now)
+    const familyId = newFamilyId()
+    const sessionId = sessionIdOf(familyId)
     const absoluteExpiresAt = now + policy.sessionMaxAge * 1000
     const idleExpiresAt = Math.min(now + policy.refreshTokenTtl * 1000, absoluteExpiresAt)
-    const { token, secret } = issueRefreshToken(sessionId, idleExpiresAt)
-    await store.create({
+    const secret = newRefreshSecret()
+    const ended = await store.create({
       id: sessionId,
-      userId,
+      userId: user.id,
       tokenHash: hashSecret(secret),
+      credentialVersion: user.credentialVersion,
       createdAt: now,
       idleExpiresAt,
       absoluteExpiresAt,
       userAgent: client.userAgent,
       ip: client.ip
-    }, now)
-    return this.#pair(userId, sessionId, token, idleExpiresAt, now)
+    }, now, policy.maxSessionsPerUser)
+    await Promise.all(ended.map((id) => this.deps.revocations.revokeSession(id)))
+    // Read after the session exists: a credential change either shows here, or lists this session and ends it.
+    const current = await users.fresh(user.id)
+    if (current === undefined || current.credentialVersion !== user.credentialVersion) {
+      // No token of it was handed out: ending it in the store is enough.
+      await store.revoke(sessionId, clock.now())
+      throw new ServiceError('INVALID_CREDENTIALS')
+    }
+    return this.#pair(user.id, sessionId, refreshTokenOf(familyId, 0, idleExpiresAt, secret), idleExpiresAt, now)
   }
 
   async refresh (refreshToken: string, client: ClientInfo, log: SecurityLog): Promise<TokenPair> {
-    const { store, clock, policy, revocations } = this.deps
+    const { store, clock, policy } = this.deps
     const presented = parseRefreshToken(refreshToken)
     if (presented === undefined) throw new ServiceError('REFRESH_TOKEN_INVALID')
-    const { sessionId } = presented
+    const { familyId } = presented
+    const sessionId = sessionIdOf(familyId)
     const now = clock.now()
-    const idleTtlMs = policy.refreshTokenTtl * 1000
 
     // With rotation, the next token's secret; its token is formed once the store says how long it lives.
     const successor = policy.rotateRefreshTokens ? newRefreshSecret() : undefined
     const outcome = await store.refresh({
       sessionId,
-      presentedHash: hashSecret(presented.secret),
+      generation: presented.generation,
+      hash: hashSecret(presented.secret),
       now,
-      idleTtlMs,
+      idleTtlMs: policy.refreshTokenTtl * 1000,
       graceMs: policy.refreshReuseGrace * 1000,
       successor: successor === undefined ? undefined : { hash: hashSecret(successor), sealed: sealSuccessor(presented.secret, successor) },
       clientIp: policy.refreshBindIp ? client.ip : undefined
     })
 
     switch (outcome.result) {
-      case 'refreshed': {
+      case 'refreshed':
+      case 'grace': {
+        const user = await this.deps.users.get(outcome.userId)
+        if (user === undefined || outcome.credentialVersion < user.credentialVersion) {
+          // Opened before a credential change (a login in flight then, say): over.
+          await this.#end(sessionId)
+          throw new ServiceError('REFRESH_TOKEN_REVOKED')
+        }
         const sessionExpiresAt = Math.min(outcome.idleExpiresAt, outcome.absoluteExpiresAt)
-        const token = successor === undefined ? refreshToken : refreshTokenOf(sessionId, sessionExpiresAt, successor)
+        let secret = successor
+        if (outcome.result === 'grace') {
+          // The session's current token, reached from the presented one through the successors sealed at each rotation.
+          secret = openSuccessors(presented.secret, outcome.sealedChain, outcome.currentHash)
+          if (secret === undefined) throw new ServiceError('REFRESH_TOKEN_INVALID')
+        }
+        const token = secret === undefined ? refreshToken : refreshTokenOf(familyId, outcome.generation, sessionExpiresAt, secret)
         return this.#pair(outcome.userId, sessionId, token, sessionExpiresAt, now)
       }
-      case 'grace': {
-        // The same successor the rotation returned: same secret, and the same expiry, which the store set then.
-        const remembered = openSuccessor(presented.secret, outcome.sealedSuccessor, outcome.successorHash)
-        if (remembered === undefined) throw new ServiceError('REFRESH_TOKEN_INVALID')
-        const sessionExpiresAt = Math.min(outcome.idleExpiresAt, outcome.absoluteExpiresAt)
-        return this.#pair(outcome.userId, sessionId, refreshTokenOf(sessionId, sessionExpiresAt, remembered), sessionExpiresAt, now)
-      }
       case 'reused':
-        await revocations.revokeSession(sessionId)
+        await this.deps.revocations.revokeSession(sessionId)
         log.warn({ event: 'refresh_token_reused', userId: outcome.userId, sessionId, ip: client.ip },
-          'a rotated refresh token was presented again: session revoked')
+          'a spent refresh token was presented again: session revoked')
         throw new ServiceError('REFRESH_TOKEN_REUSED')
       case 'ip-mismatch':
         log.warn({ event: 'refresh_from_other_address', userId: outcome.userId, sessionId, ip: client.ip },
@@ -114,26 +150,23 @@ export class SessionService {
       case 'expired':
         throw new ServiceError('REFRESH_TOKEN_EXPIRED')
       case 'unknown':
-        throw new ServiceError(lapsed(presented, now, policy) ? 'REFRESH_TOKEN_EXPIRED' : 'REFRESH_TOKEN_INVALID')
+        // A token the store no longer knows had simply reached the end of its life, or never existed.
+        throw new ServiceError(presented.expiresAt * 1000 <= now ? 'REFRESH_TOKEN_EXPIRED' : 'REFRESH_TOKEN_INVALID')
     }
   }
 
   /**
-   * Revokes the session named by a refresh token (only its current or
-   * previous one) and/or by a verified access token's session id. Unknown or
-   * already revoked sessions are not an error: logout is idempotent.
+   * Logs out the session named by a refresh token (any token it issued: who
+   * names the family held one) and/or by a verified access token's session
+   * id. Answers whether a live session was revoked: one already gone writes
+   * and publishes nothing, and is no error (logout is idempotent).
    */
-  async close ({ refreshToken, sessionId }: { refreshToken?: string, sessionId?: string }): Promise<void> {
-    const { store, clock, revocations } = this.deps
+  async logout ({ refreshToken, sessionId }: { refreshToken?: string, sessionId?: string }): Promise<boolean> {
     const presented = refreshToken === undefined ? undefined : parseRefreshToken(refreshToken)
-    if (presented !== undefined) {
-      const userId = await store.revoke(presented.sessionId, clock.now(), hashSecret(presented.secret))
-      if (userId !== undefined) await revocations.revokeSession(presented.sessionId)
-    }
-    if (sessionId !== undefined) {
-      await store.revoke(sessionId, clock.now())
-      await revocations.revokeSession(sessionId)
-    }
+    let revoked = false
+    if (presented !== undefined) revoked = await this.#end(sessionIdOf(presented.familyId), { generation: presented.generation })
+    if (sessionId !== undefined) revoked = await this.#end(sessionId) || revoked
+    return revoked
   }
 
   /** The user's live sessions; `current` marks the one the request came from. */
@@ -142,17 +175,16 @@ export class SessionService {
     return sessions.map((session) => ({ ...session, current: session.id === currentSessionId }))
   }
 
-  /** Whether the session is live (neither revoked nor expired) and the user's. */
+  /** Whether the session is live (neither revoked nor expired) and the user's: one store read. */
   async isLiveSessionOf (userId: string, sessionId: string): Promise<boolean> {
-    return (await this.deps.store.list(userId, this.deps.clock.now())).some(({ id }) => id === sessionId)
+    return (await this.deps.store.get(sessionId, this.deps.clock.now()))?.userId === userId
   }
 
   /** Revokes one of the user's sessions; NOT_FOUND when it is not a live session of theirs. */
   async revokeOwned (userId: string, sessionId: string): Promise<void> {
-    const { store, clock, revocations } = this.deps
-    if (!await this.isLiveSessionOf(userId, sessionId)) throw new ServiceError('NOT_FOUND', 'No such session')
-    await store.revoke(sessionId, clock.now())
-    await revocations.revokeSession(sessionId)
+    if (!await this.isLiveSessionOf(userId, sessionId) || !await this.#end(sessionId)) {
+      throw new ServiceError('NOT_FOUND', 'No such session')
+    }
   }
 
   /** Revokes every session of the user, or every one but `exceptSessionId`. */
@@ -163,18 +195,41 @@ export class SessionService {
     if (exceptSessionId === undefined) await revocations.revokeUser(userId)
   }
 
+  /**
+   * A credential change (a new password): `change` stores it and answers the
+   * user's new credential version. Every session but `keepSessionId` ends,
+   * and so does a login in flight (SessionService.open). The kept session is
+   * stamped with the new version first, so its own refreshes meanwhile never
+   * take it for one opened before the change.
+   */
+  async changeCredentials (user: SessionOwner, keepSessionId: string, change: () => Promise<number | undefined>): Promise<void> {
+    const { store, clock, revocations } = this.deps
+    await store.stamp(keepSessionId, user.credentialVersion + 1, clock.now())
+    const version = await change()
+    if (version === undefined) throw new ServiceError('INVALID_CREDENTIALS')
+    // Another change at the same moment: the kept session follows the latest.
+    if (version !== user.credentialVersion + 1) await store.stamp(keepSessionId, version, clock.now())
+    await revocations.userChanged(user.id)
+    await this.revokeAll(user.id, keepSessionId)
+  }
+
+  /** Revokes a live session (with `presented`, only if it issued that generation) and tells every instance. */
+  async #end (sessionId: string, presented?: { generation: number }): Promise<boolean> {
+    const userId = await this.deps.store.revoke(sessionId, this.deps.clock.now(), presented)
+    if (userId === undefined) return false
+    await this.deps.revocations.revokeSession(sessionId)
+    return true
+  }
+
   #pair (userId: string, sessionId: string, refreshToken: string, sessionExpiresAt: number, now: number): TokenPair {
+    const { policy } = this.deps
     return {
-      accessToken: this.deps.issueAccessToken(userId, sessionId),
+      accessToken: this.deps.issueAccessToken(userId, sessionId, sessionExpiresAt),
       refreshToken,
       tokenType: 'Bearer',
-      expiresIn: this.deps.policy.accessTokenTtl,
+      // The access token's lifetime, cut short (as its exp is) by the session's end.
+      expiresIn: Math.max(0, Math.min(policy.accessTokenTtl, Math.floor(sessionExpiresAt / 1000) - Math.floor(now / 1000))),
       refreshExpiresIn: Math.max(0, Math.floor((sessionExpiresAt - now) / 1000))
     }
   }
-}
-
-/** Whether a token the store no longer knows had simply reached the end of its life. */
-function lapsed (token: RefreshToken, now: number, policy: SessionPolicy): boolean {
-  return token.expiresAt * 1000 <= now || sessionStartedAt(token.sessionId) + policy.sessionMaxAge * 1000 <= now
 }

@@ -9,6 +9,8 @@ export interface User {
   id: string
   email: string
   passwordHash: string
+  /** Raised by every credential change: sessions opened under an older one are over. */
+  credentialVersion: number
   createdAt: Date
 }
 
@@ -106,12 +108,17 @@ export class UserRepository {
     return user
   }
 
-  async updatePassword (id: string, passwordHash: string): Promise<void> {
-    await this.#query(() => this.db.update(users).set({ passwordHash, updatedAt: new Date() }).where(eq(users.id, id)))
+  /** Stores a new password hash and raises the credential version; answers the new version (undefined: no such user). */
+  async updatePassword (id: string, passwordHash: string): Promise<number | undefined> {
+    const rows = await this.#query(() => this.db.update(users)
+      .set({ passwordHash, credentialVersion: sql`${users.credentialVersion} + 1`, updatedAt: new Date() })
+      .where(eq(users.id, id))
+      .returning({ credentialVersion: users.credentialVersion }))
     // Once the row has changed: a lookup that read the old row before the update has
     // remembered it by now (the embedded database answers in order), and is forgotten too.
     this.#forgetCredentials(id)
     this.#profiles.delete(id)
+    return rows[0]?.credentialVersion
   }
 
   get cachedCredentials (): number {
@@ -153,5 +160,5 @@ export function withoutParameters (error: unknown): Error {
 }
 
 function toUser (row: UserRow): User {
-  return { id: row.id, email: row.email, passwordHash: row.passwordHash, createdAt: row.createdAt }
+  return { id: row.id, email: row.email, passwordHash: row.passwordHash, credentialVersion: row.credentialVersion, createdAt: row.createdAt }
 }

@@ -18,7 +18,7 @@ function codeOf (fn: () => unknown): ErrorCode | undefined {
 
 function claims (overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    ...accessTokenClaims({ userId: 'user-1', sessionId: 'session-1', now: NOW, ttlSeconds: 600, issuer: 'auth-service', audience: 'api' }),
+    ...accessTokenClaims({ userId: 'user-1', sessionId: 'session-1', now: NOW, ttlSeconds: 600, notAfter: NOW + 3600_000, issuer: 'auth-service', audience: 'api' }),
     ...overrides
   }
 }
@@ -31,6 +31,9 @@ t.test('accessTokenClaims', async (t) => {
   t.match(issued.jti, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'a random jti')
   t.not(claims().jti, issued.jti, 'a new jti every time')
   t.strictSame(Object.keys(issued).sort(), [...REQUIRED_CLAIMS].sort(), 'every required claim and nothing else')
+
+  const capped = accessTokenClaims({ userId: 'u', sessionId: 's', now: NOW, ttlSeconds: 600, notAfter: NOW + 90_500, issuer: 'i', audience: 'a' })
+  t.equal(capped.exp, Math.floor((NOW + 90_500) / 1000), 'never after its session\'s end')
 })
 
 t.test('bearerToken', async (t) => {

@@ -1,6 +1,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { AuthClient, AuthServiceError, LoginRequiredError } from '../examples/client/src/auth-client.js'
+import { ServiceError } from '../src/errors.js'
 import { FakeClock, TEST_DATABASE_URL, buildTestApp } from './helpers.js'
 
 /*
@@ -174,4 +175,101 @@ t.test('errors other than the session\'s pass through', async (t) => {
   t.equal(missing.status, 404, 'fetch answers non-401 errors as they are')
   t.ok(client.signedIn, 'and keeps the session')
   t.ok(new AuthServiceError(503, 'STORE_UNAVAILABLE', 'x') instanceof Error)
+})
+
+type RefreshFault = 'answered 503 STORE_UNAVAILABLE' | 'not answered'
+
+/**
+ * A fetch that fails refreshes as a store outage does: the client is answered
+ * 503 STORE_UNAVAILABLE, or not at all (fetch rejects). `reached`: the service
+ * did the refresh and only its answer was lost (a Redis command that timed out
+ * after its write, a dropped connection); otherwise nothing reached the store.
+ * `failing` is how many attempts from now on fail.
+ */
+function failingRefreshes (fault: RefreshFault, { reached }: { reached: boolean }) {
+  const faults = {
+    failing: 0,
+    /** The refresh token each attempt carried, in order. */
+    sent: [] as string[],
+    fetch: (async (input, init) => {
+      if (new URL(String(input)).pathname !== '/auth/refresh') return fetch(input, init)
+      faults.sent.push((JSON.parse(String(init?.body)) as { refreshToken: string }).refreshToken)
+      if (faults.failing === 0) return fetch(input, init)
+      faults.failing--
+      if (reached) await (await fetch(input, init)).arrayBuffer()
+      if (fault === 'not answered') throw new TypeError('fetch failed')
+      return Response.json(new ServiceError('STORE_UNAVAILABLE').toJSON(), { status: 503 })
+    }) satisfies typeof fetch
+  }
+  return faults
+}
+
+/** The default policy's retries, shrunk: the same count, a hundredth of the wait. */
+const QUICK_RETRY = { delaysMs: [2, 4, 8, 16], withinMs: 8000 }
+const FAULTS: RefreshFault[] = ['answered 503 STORE_UNAVAILABLE', 'not answered']
+
+for (const fault of FAULTS) {
+  t.test(`a refresh done but ${fault}: sent again with the same token, every call answered, the session goes on`, async (t) => {
+    const faults = failingRefreshes(fault, { reached: true })
+    const { client, address, loginRequired } = await signedIn(t, running, { fetch: faults.fetch, refreshRetry: QUICK_RETRY })
+    const refreshes = running.count('/auth/refresh')
+    faults.failing = 1
+    running.clock.advance(ACCESS_TTL_MS + 1000)
+    const answers = await Promise.all(Array.from({ length: 5 }, () => client.me()))
+    t.ok(answers.every((user) => user.email === address), 'all 5 calls answered')
+    t.equal(refreshes(), 2, 'one refresh for the five calls, and exactly one retry')
+    t.equal(faults.sent[1], faults.sent[0], 'the retry carried the same refresh token')
+
+    // The retry was answered the successor the lost answer held, which refreshes in turn, long after the grace.
+    running.clock.advance(ACCESS_TTL_MS + 1000)
+    t.equal((await client.me()).email, address)
+    t.equal(refreshes(), 3)
+    t.not(faults.sent[2], faults.sent[0], 'with the successor')
+    t.strictSame(loginRequired, [], 'the session never ended')
+  })
+
+  t.test(`every attempt of a refresh ${fault} (Redis down): the call fails after four retries, the session is kept`, async (t) => {
+    const faults = failingRefreshes(fault, { reached: false })
+    const { client, address, loginRequired } = await signedIn(t, running, { fetch: faults.fetch, refreshRetry: QUICK_RETRY })
+    faults.failing = Infinity
+    running.clock.advance(ACCESS_TTL_MS + 1000)
+    await t.rejects(client.me(), fault === 'not answered'
+      ? { name: 'TypeError', message: 'fetch failed' }
+      : { name: 'AuthServiceError', status: 503, code: 'STORE_UNAVAILABLE' })
+    t.equal(faults.sent.length, 1 + QUICK_RETRY.delaysMs.length, 'the first attempt and four retries')
+    t.ok(faults.sent.every((token) => token === faults.sent[0]), 'all with the same refresh token')
+    t.ok(client.signedIn, 'the tokens are kept')
+    t.strictSame(loginRequired, [])
+
+    faults.failing = 0
+    const refreshes = running.count('/auth/refresh')
+    t.equal((await client.me()).email, address, 'once Redis is back, the kept refresh token refreshes')
+    t.equal(refreshes(), 1)
+  })
+}
+
+t.test('by default four retries, 3 s of backoff in all: the last well within the 10 s grace', async (t) => {
+  const faults = failingRefreshes('answered 503 STORE_UNAVAILABLE', { reached: false })
+  const sentAt: number[] = []
+  const timedFetch: typeof fetch = async (input, init) => {
+    if (new URL(String(input)).pathname === '/auth/refresh') sentAt.push(Date.now())
+    return faults.fetch(input, init)
+  }
+  const { client } = await signedIn(t, running, { fetch: timedFetch })
+  faults.failing = Infinity
+  running.clock.advance(ACCESS_TTL_MS + 1000)
+  await t.rejects(client.me(), { code: 'STORE_UNAVAILABLE' })
+  t.equal(sentAt.length, 5)
+  const waited = sentAt.at(-1)! - sentAt[0]!
+  // Timers may fire a millisecond early.
+  t.ok(waited >= 200 + 400 + 800 + 1600 - 4, `the retries waited ${waited} ms`)
+})
+
+t.test('no retry starts after the policy\'s window: a longer backoff ends the retries', async (t) => {
+  const faults = failingRefreshes('answered 503 STORE_UNAVAILABLE', { reached: false })
+  const { client } = await signedIn(t, running, { fetch: faults.fetch, refreshRetry: { delaysMs: [0, 0, 60_000], withinMs: 1000 } })
+  faults.failing = Infinity
+  running.clock.advance(ACCESS_TTL_MS + 1000)
+  await t.rejects(client.me(), { code: 'STORE_UNAVAILABLE' })
+  t.equal(faults.sent.length, 3, 'the first attempt and the two retries that fit')
 })

@@ -43,6 +43,9 @@ t.test('defaults match the contract', async (t) => {
     },
     cookieSecure: false,
     loginRateLimit: { max: 10, windowSeconds: 60 },
+    signupRateLimit: { max: 50, windowSeconds: 600 },
+    refreshRateLimit: { max: 600, windowSeconds: 60 },
+    maxSessionsPerUser: 100,
     corsOrigins: [],
     trustProxy: false,
     refreshBindIp: false,
@@ -84,6 +87,9 @@ t.test('values are read', async (t) => {
     JWT_ISSUER: 'https://auth.example.com',
     JWT_AUDIENCE: 'orders',
     LOGIN_RATE_LIMIT: '5/30s',
+    SIGNUP_RATE_LIMIT: '500/1h',
+    REFRESH_RATE_LIMIT: '20/10s',
+    MAX_SESSIONS_PER_USER: '3',
     CORS_ORIGINS: 'https://app.example.com, http://localhost:5173/',
     REFRESH_BIND_IP: '1',
     INTROSPECTION_SECRET: 's'.repeat(16),
@@ -103,6 +109,9 @@ t.test('values are read', async (t) => {
     refreshReuseGrace: 0,
     jwt: { algorithm: 'HS256', secret: SECRET_32, issuer: 'https://auth.example.com', audience: 'orders' },
     loginRateLimit: { max: 5, windowSeconds: 30 },
+    signupRateLimit: { max: 500, windowSeconds: 3600 },
+    refreshRateLimit: { max: 20, windowSeconds: 10 },
+    maxSessionsPerUser: 3,
     corsOrigins: ['https://app.example.com', 'http://localhost:5173'],
     refreshBindIp: true,
     introspectionSecret: 's'.repeat(16),
@@ -112,6 +121,8 @@ t.test('values are read', async (t) => {
   t.equal(loadConfig({ JWT_SECRET: SECRET_32 }).jwt.secret, undefined, 'JWT_SECRET is ignored by the asymmetric algorithms')
   t.equal(loadConfig({ JWT_ALGORITHM: 'HS256', JWT_SECRET: 'é'.repeat(16) }).jwt.secret, 'é'.repeat(16), '32 bytes, not characters')
   t.equal(loadConfig({ REFRESH_REUSE_GRACE: '0s' }).refreshReuseGrace, 0, 'a zero grace is allowed')
+  t.equal(loadConfig({ MAX_SESSIONS_PER_USER: '1' }).maxSessionsPerUser, 1, 'one session per user at least')
+  t.equal(loadConfig({ MAX_SESSIONS_PER_USER: ' 100000 ' }).maxSessionsPerUser, 100_000, 'a hundred thousand at most')
 })
 
 t.test('parseDuration', async (t) => {
@@ -160,8 +171,14 @@ t.test('every bad value stops loading with a ConfigError naming the variable', a
   refuses(t, { REDIS_URL: 'cache:6379' }, 'REDIS_URL')
   refuses(t, { REDIS_CLUSTER: 'true' }, 'REDIS_CLUSTER', 'REDIS_CLUSTER without REDIS_URL')
 
-  for (const limit of ['10', '10/', '/1m', '0/1m', '10/0', '10/1w', 'ten/1m', '-1/1m', '10/1.5m', '1/1m/1m']) {
-    refuses(t, { LOGIN_RATE_LIMIT: limit }, 'LOGIN_RATE_LIMIT', `LOGIN_RATE_LIMIT=${limit}`)
+  for (const name of ['LOGIN_RATE_LIMIT', 'SIGNUP_RATE_LIMIT', 'REFRESH_RATE_LIMIT']) {
+    for (const limit of ['10', '10/', '/1m', '0/1m', '10/0', '10/1w', 'ten/1m', '-1/1m', '10/1.5m', '1/1m/1m']) {
+      refuses(t, { [name]: limit }, name, `${name}=${limit}`)
+    }
+  }
+
+  for (const count of ['0', '-1', '1.5', '100001', '1e3', '0x10', 'ten', '+5', '9'.repeat(20)]) {
+    refuses(t, { MAX_SESSIONS_PER_USER: count }, 'MAX_SESSIONS_PER_USER', `MAX_SESSIONS_PER_USER=${count}`)
   }
 
   for (const origin of ['*', 'app.example.com', 'https://app.example.com/path', 'https://app.example.com?q', 'null',

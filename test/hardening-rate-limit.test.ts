@@ -8,7 +8,7 @@ import errorsPlugin from '../plugins/errors.js'
 import rateLimitPlugin, { type RateLimitPolicy } from '../plugins/rate-limit.js'
 import { systemClock } from '../src/clock.js'
 import type { DatabaseHandle } from '../src/database.js'
-import { newSessionId } from '../src/refresh-token.js'
+import { newFamilyId, newRefreshSecret, refreshTokenOf } from '../src/refresh-token.js'
 import { BACKENDS, buildTestApp, testConfig, testDatabase, testRedis } from './helpers.js'
 import { PASSWORD, assertErrorShape, hasRedisServer, privateRedis, refreshCookieOf } from './hardening-helpers.js'
 import { freePort } from './service-process.js'
@@ -124,6 +124,52 @@ for (const backend of BACKENDS) {
       t.equal(elsewhere.statusCode, 200, 'the token the limited request carried was not spent')
     })
 
+    t.test('SIGNUP_RATE_LIMIT and REFRESH_RATE_LIMIT set the signup and refresh limits', async (t) => {
+      const app = await build({ SIGNUP_RATE_LIMIT: '52/10m', REFRESH_RATE_LIMIT: '2/1m' })
+      // One past the default 50.
+      for (let i = 0; i < 51; i++) await signup(app, freshEmail(), '203.0.113.70')
+      const last = await app.inject({ method: 'POST', url: '/auth/signup', headers: from('203.0.113.70'), payload: { email: freshEmail(), password: PASSWORD } })
+      t.equal(last.statusCode, 201, 'the 52nd signup from one address')
+      t.equal(last.headers['x-ratelimit-limit'], '52')
+      assertLimited(t, await app.inject({ method: 'POST', url: '/auth/signup', headers: from('203.0.113.70'), payload: { email: freshEmail(), password: PASSWORD } }),
+        'the 53rd', 600)
+
+      let { refreshToken } = (await login(app, await signup(app, freshEmail(), '203.0.113.71'), '203.0.113.71')).json()
+      for (let i = 0; i < 2; i++) {
+        const response = await app.inject({ method: 'POST', url: '/auth/refresh', headers: from('203.0.113.71'), payload: { refreshToken } })
+        t.equal(response.statusCode, 200, `refresh ${i + 1}`)
+        refreshToken = response.json().refreshToken
+      }
+      assertLimited(t, await app.inject({ method: 'POST', url: '/auth/refresh', headers: from('203.0.113.71'), payload: { refreshToken } }),
+        'the third refresh', 60)
+    })
+
+    t.test('logouts that revoke nothing are limited per address (REFRESH_RATE_LIMIT); those that revoke never count', async (t) => {
+      const app = await build({ REFRESH_RATE_LIMIT: '3/1m' })
+      const email = await signup(app)
+      const logout = (ip: string, payload: object = {}) => app.inject({ method: 'POST', url: '/auth/logout', headers: from(ip), payload })
+      const openSession = async (): Promise<string> => (await login(app, email, '203.0.113.80')).json().refreshToken
+
+      // More logouts that end a live session than the limit allows: none is counted.
+      for (let i = 0; i < 4; i++) t.equal((await logout('203.0.113.81', { refreshToken: await openSession() })).statusCode, 204, `revoking logout ${i + 1}`)
+      const spent = await openSession()
+      t.equal((await logout('203.0.113.81', { refreshToken: spent })).statusCode, 204)
+      const noop = await logout('203.0.113.81', { refreshToken: spent })
+      t.equal(noop.statusCode, 204, 'the same logout again revokes nothing, and counts')
+      t.equal(noop.headers['x-ratelimit-remaining'], '2')
+      t.equal((await logout('203.0.113.81')).statusCode, 204, 'a logout with no token at all counts too')
+      t.equal((await logout('203.0.113.81')).statusCode, 204)
+      const limited = await logout('203.0.113.81', { refreshToken: spent })
+      assertLimited(t, limited, 'the fourth logout that revokes nothing', 60)
+      t.equal(limited.headers['set-cookie'], undefined, 'a limited logout neither sets nor clears the cookie')
+
+      const live = await openSession()
+      t.equal((await logout('203.0.113.81', { refreshToken: live })).statusCode, 204, 'a logout that revokes is never held back')
+      const revoked = await app.inject({ method: 'POST', url: '/auth/refresh', headers: from('203.0.113.82'), payload: { refreshToken: live } })
+      t.equal(revoked.statusCode, 401, 'and it did revoke the session')
+      t.equal((await logout('203.0.113.83')).statusCode, 204, 'another address is not held back')
+    })
+
     t.test('password change: LOGIN_RATE_LIMIT attempts per user', async (t) => {
       const app = await build({ LOGIN_RATE_LIMIT: '2/1m' })
       const email = await signup(app)
@@ -183,7 +229,7 @@ t.test('Redis down: rate-limited routes answer 503 STORE_UNAVAILABLE, never 500,
   await once(redis, 'exit')
   assertErrorShape(t, await post('/auth/signup', { email: 'down2@example.com', password: PASSWORD }), 503, 'STORE_UNAVAILABLE', 'signup (which needs no Redis but for its limit)')
   assertErrorShape(t, await post('/auth/login', { email: 'down@example.com', password: 'a guess' }), 503, 'STORE_UNAVAILABLE', 'a login guess gets no answer to learn from')
-  const wellFormed = `rt1.${newSessionId(Date.now())}.${Math.floor(Date.now() / 1000) + 3600}.${'A'.repeat(43)}`
+  const wellFormed = refreshTokenOf(newFamilyId(), 0, Date.now() + 3600_000, newRefreshSecret())
   assertErrorShape(t, await post('/auth/refresh', { refreshToken: wellFormed }), 503, 'STORE_UNAVAILABLE', 'refresh (its session is in Redis)')
   const me = await app.inject({ method: 'GET', url: '/users/me' })
   t.equal(me.statusCode, 401, 'routes without a limit are unaffected')

@@ -1,7 +1,8 @@
+import { createHash } from 'node:crypto'
 import { Writable } from 'node:stream'
 import type { InjectOptions } from 'fastify'
 import t from 'tap'
-import { FakeClock, buildTestApp } from './helpers.js'
+import { FakeClock, TEST_REDIS_URL, buildTestApp, testRedis } from './helpers.js'
 import { refreshCookieOf } from './hardening-helpers.js'
 
 /*
@@ -13,7 +14,8 @@ import { refreshCookieOf } from './hardening-helpers.js'
 const JWT_SECRET = 'log-leak-test-signing-secret-0123456789abcdef'
 const INTROSPECTION_SECRET = 'log-leak-introspection-secret-0123'
 
-t.test('a full flow at trace level leaks no secret into the log', async (t) => {
+/** A stream for the app's logger, and the lines written to it. */
+function capturedLog (): { lines: string[], stream: Writable } {
   const lines: string[] = []
   const stream = new Writable({
     write (chunk, _encoding, callback) {
@@ -21,6 +23,11 @@ t.test('a full flow at trace level leaks no secret into the log', async (t) => {
       callback()
     }
   })
+  return { lines, stream }
+}
+
+t.test('a full flow at trace level leaks no secret into the log', async (t) => {
+  const { lines, stream } = capturedLog()
   const clock = new FakeClock()
   const app = await buildTestApp(t, {
     clock,
@@ -116,8 +123,7 @@ t.test('a full flow at trace level leaks no secret into the log', async (t) => {
 })
 
 t.test('the redaction list applies to any logger given as options', async (t) => {
-  const lines: string[] = []
-  const stream = new Writable({ write (chunk, _encoding, callback) { lines.push(String(chunk)); callback() } })
+  const { lines, stream } = capturedLog()
   const app = await buildTestApp(t, { logger: { level: 'info', stream } })
   app.log.info({
     password: 'pw-1',
@@ -130,4 +136,51 @@ t.test('the redaction list applies to any logger given as options', async (t) =>
     t.notOk(log.includes(secret), `${secret} redacted`)
   }
   t.match(log, /\[Redacted\]/)
+})
+
+t.test('Redis failing a refresh, a logout and a login: logged by message and command, never its arguments', {
+  skip: TEST_REDIS_URL === undefined && 'TEST_REDIS_URL is not set: no Redis to fail'
+}, async (t) => {
+  const { lines, stream } = capturedLog()
+  const { redis, prefix } = await testRedis(t)
+  const app = await buildTestApp(t, { redis, redisKeyPrefix: prefix, logger: { level: 'trace', stream }, env: { LOG_LEVEL: 'trace' } })
+  const userAgent = 'LeakCanary/1.0 (unique-ua-string)'
+  const clientAddress = '203.0.113.77'
+  const post = (url: string, options: Omit<InjectOptions, 'method' | 'url'>) =>
+    app.inject({ method: 'POST', url, remoteAddress: clientAddress, ...options, headers: { 'user-agent': userAgent, ...options.headers } })
+
+  const email = 'redis-leak@example.com'
+  const password = 'a redis leak passphrase'
+  t.equal((await post('/auth/signup', { payload: { email, password } })).statusCode, 201)
+  const login = await post('/auth/login', { payload: { email, password } })
+  t.equal(login.statusCode, 200)
+  const { accessToken, refreshToken } = login.json()
+  const claims = JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString())
+  // Only this much of the refresh token's format is relied on: the secret is its last part, stored hashed.
+  const secret = refreshToken.split('.').at(-1)
+  const secretHash = createHash('sha256').update(secret).digest('base64url')
+  lines.length = 0
+
+  // A session that is no hash: its scripts fail with WRONGTYPE, their arguments (hashes, sealed successor) in hand.
+  await redis.set(`${prefix}session:{${claims.sid}}`, 'not a hash')
+  const refresh = await post('/auth/refresh', { payload: { refreshToken } })
+  t.match(refresh.json(), { statusCode: 503, code: 'STORE_UNAVAILABLE' }, 'refresh')
+  const logout = await post('/auth/logout', { headers: { authorization: `Bearer ${accessToken}` }, payload: { refreshToken } })
+  t.match(logout.json(), { statusCode: 503, code: 'STORE_UNAVAILABLE' }, 'logout')
+  // A user's index of sessions that is no sorted set: a login fails before the session is written.
+  await redis.set(`${prefix}user:{${claims.sub}}:sessions`, 'not a sorted set')
+  t.match((await post('/auth/login', { payload: { email, password } })).json(), { statusCode: 503, code: 'STORE_UNAVAILABLE' }, 'login')
+
+  const entries = lines.map((line) => JSON.parse(line))
+  const failures = entries.filter((entry) => entry.level === 50)
+  t.equal(failures.length, 3, 'each failure logged at error level')
+  for (const failure of failures) {
+    t.match(failure, { msg: 'request failed', code: 'STORE_UNAVAILABLE', err: { message: /^WRONGTYPE/, command: /^eval(sha)?$/ } },
+      'with Redis\'s message and the command\'s name')
+    t.notOk(JSON.stringify(failure).includes(clientAddress), 'and not the client address')
+  }
+  const log = lines.join('\n')
+  t.notMatch(log, /"args"/, 'no command arguments anywhere')
+  const secrets = [refreshToken, secret, secretHash, secretHash.slice(0, 22), userAgent, password, accessToken, accessToken.split('.').at(-1)]
+  for (const value of secrets) t.notOk(log.includes(value), `not in the log: ${value.slice(0, 12)}… (${value.length} characters)`)
 })

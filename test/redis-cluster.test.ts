@@ -11,7 +11,7 @@ import { RedisSessionStore } from '../src/redis-session-store.js'
 import type { RevocationEvent } from '../src/revocation-list.js'
 import { FakeClock, fastPasswordHasher, testConfig, testDatabase } from './helpers.js'
 import { ClusterUnsupportedError, startLocalRedisCluster, type LocalRedisCluster } from './local-redis-cluster.js'
-import { T0, newSession, sessionStoreSuite } from './store-suite.js'
+import { MAX_SESSIONS, T0, newSession, sessionStoreSuite } from './store-suite.js'
 
 /*
  * The service on a Redis Cluster (REDIS_CLUSTER=true): a local three-node
@@ -76,7 +76,7 @@ t.test('RedisSessionStore on a Redis Cluster', { skip }, async (t) => {
   t.test('sessions spread over the nodes, each session on one node', async (t) => {
     const store = new RedisSessionStore(client, { prefix: uniquePrefix() })
     const sessions = Array.from({ length: 30 }, () => newSession())
-    await Promise.all(sessions.map((session) => store.create(session, T0)))
+    await Promise.all(sessions.map((session) => store.create(session, T0, MAX_SESSIONS)))
     const masters = client.nodes('master')
     t.equal(masters.length, 3, 'three masters')
     const holders = new Set<number>()
@@ -98,7 +98,7 @@ t.test('RedisRevocationFeed on a Redis Cluster', { skip }, async (t) => {
   t.teardown(() => Promise.all([publisher.close(), listener.close()]))
 
   const heard: RevocationEvent[] = []
-  await listener.start((event) => heard.push(event))
+  await listener.start((event) => heard.push(event), () => {})
   const event = { sessionId: 'session-a', until: clock.now() + 60_000 }
   await publisher.publish(event)
   const deadline = Date.now() + 1000
@@ -108,7 +108,7 @@ t.test('RedisRevocationFeed on a Redis Cluster', { skip }, async (t) => {
   const late = new RedisRevocationFeed(await clusterClient(t), { prefix, clock })
   t.teardown(() => late.close())
   const caughtUp: RevocationEvent[] = []
-  await late.start((missed) => caughtUp.push(missed))
+  await late.start((missed) => caughtUp.push(missed), () => {})
   // Read at start and again when its subscription connects: delivery is idempotent, so repeats are harmless.
   t.ok(caughtUp.length >= 1, 'an instance starting later reads what it missed')
   t.strictSame([...new Set(caughtUp.map((missed) => JSON.stringify(missed)))], [JSON.stringify(event)], 'and nothing else')

@@ -4,11 +4,11 @@ import type { Test } from 'tap'
 import type { Redis } from 'ioredis'
 import { MemorySessionStore } from '../src/memory-session-store.js'
 import { RedisSessionStore } from '../src/redis-session-store.js'
-import { hashSecret, issueRefreshToken, sealSuccessor } from '../src/refresh-token.js'
-import { SPENT_TOKENS_KEPT } from '../src/session-store.js'
+import { hashSecret, newRefreshSecret, sealSuccessor } from '../src/refresh-token.js'
+import { GRACE_GENERATIONS } from '../src/session-store.js'
 import { FakeClock, TEST_REDIS_URL, testRedis } from './helpers.js'
 import {
-  DAY, HOUR, MINUTE, T0, attempt, newSession, randomHash, sessionStoreSuite, successor
+  DAY, HOUR, MAX_SESSIONS, MINUTE, SECOND, T0, attempt, newSession, randomHash, sessionStoreSuite, successor
 } from './store-suite.js'
 
 async function memoryStore (t: Test, clock = new FakeClock(T0)): Promise<MemorySessionStore> {
@@ -33,7 +33,7 @@ t.test('MemorySessionStore', async (t) => {
     const short = newSession({ idleExpiresAt: T0 + HOUR })
     const medium = newSession({ idleExpiresAt: T0 + DAY })
     const long = newSession()
-    for (const session of [short, medium, long]) await store.create(session)
+    for (const session of [short, medium, long]) await store.create(session, T0, MAX_SESSIONS)
     t.equal(store.size, 3)
 
     store.sweep(T0 + HOUR - 1)
@@ -44,13 +44,13 @@ t.test('MemorySessionStore', async (t) => {
     clock.advance(DAY)
     store.sweep()
     t.equal(store.size, 1, 'sweep() without an argument uses the clock')
-    t.equal((await store.refresh(attempt(long, long.tokenHash, T0 + DAY))).result, 'refreshed', 'the live one is kept')
+    t.equal((await store.refresh(attempt(long, 0, long.tokenHash, T0 + DAY))).result, 'refreshed', 'the live one is kept')
   })
 
   t.test('revoked sessions are kept until they expire, then swept', async (t) => {
     const store = await memoryStore(t)
     const session = newSession({ idleExpiresAt: T0 + HOUR })
-    await store.create(session)
+    await store.create(session, T0, MAX_SESSIONS)
     await store.revoke(session.id, T0 + MINUTE)
     store.sweep(T0 + 2 * MINUTE)
     t.equal(store.size, 1, 'still there to answer revoked')
@@ -61,12 +61,12 @@ t.test('MemorySessionStore', async (t) => {
   t.test('an expired session is dropped when touched', async (t) => {
     const store = await memoryStore(t)
     const session = newSession({ idleExpiresAt: T0 + HOUR })
-    await store.create(session)
-    await store.refresh(attempt(session, session.tokenHash, T0 + HOUR))
+    await store.create(session, T0, MAX_SESSIONS)
+    await store.refresh(attempt(session, 0, session.tokenHash, T0 + HOUR))
     t.equal(store.size, 0, 'by refresh')
 
     const other = newSession({ idleExpiresAt: T0 + HOUR })
-    await store.create(other)
+    await store.create(other, T0, MAX_SESSIONS)
     t.equal(await store.revoke(other.id, T0 + HOUR), undefined, 'revoke of an expired session does nothing')
     t.equal(store.size, 0, 'by revoke')
   })
@@ -115,15 +115,15 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
       t.ok(ttl > remaining - MINUTE, `${step}: the session's TTL ${ttl} follows its remaining ${remaining} ms`)
     }
 
-    await store.create(session, T0)
+    await store.create(session, T0, MAX_SESSIONS)
     await check('after create', 14 * DAY)
 
     const next = successor()
     const now = T0 + 10 * DAY
-    t.equal((await store.refresh(attempt(session, session.tokenHash, now, { successor: next }))).result, 'refreshed')
+    t.equal((await store.refresh(attempt(session, 0, session.tokenHash, now, { successor: next }))).result, 'refreshed')
     await check('after refresh capped by the absolute expiry', absolute - now)
 
-    t.equal((await store.refresh(attempt(session, session.tokenHash, now + 1))).result, 'grace')
+    t.equal((await store.refresh(attempt(session, 0, session.tokenHash, now + 1))).result, 'grace')
     await check('after a grace answer', absolute - now)
 
     t.equal(await store.revoke(session.id, now), session.userId)
@@ -133,9 +133,9 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
   t.test('reuse detection keeps the TTL', async (t) => {
     const { store, redis, prefix } = await redisStore(t)
     const session = newSession()
-    await store.create(session, T0)
-    t.equal((await store.refresh(attempt(session, session.tokenHash, T0, { successor: successor() }))).result, 'refreshed')
-    t.equal((await store.refresh(attempt(session, session.tokenHash, T0 + HOUR))).result, 'reused')
+    await store.create(session, T0, MAX_SESSIONS)
+    t.equal((await store.refresh(attempt(session, 0, session.tokenHash, T0, { successor: successor() }))).result, 'refreshed')
+    t.equal((await store.refresh(attempt(session, 0, session.tokenHash, T0 + HOUR))).result, 'reused')
     const ttl = await redis.pttl(store.sessionKey(session.id))
     t.ok(ttl > 14 * DAY - MINUTE && ttl <= 14 * DAY, `the revoked session still expires with the session (${ttl})`)
     for (const [key, ttl] of await keysWithTtl(redis, prefix)) t.ok(ttl > 0, `${key} expires (${ttl})`)
@@ -145,20 +145,20 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
     const { store, redis } = await redisStore(t)
     const secret = randomBytes(32).toString('base64url')
     const session = newSession({ tokenHash: hashSecret(secret) })
-    await store.create(session, T0)
+    await store.create(session, T0, MAX_SESSIONS)
 
-    const next = issueRefreshToken(session.id, T0 + DAY)
-    const sealed = sealSuccessor(secret, next.secret)
-    const outcome = await store.refresh(attempt(session, session.tokenHash, T0 + MINUTE, {
-      successor: { hash: hashSecret(next.secret), sealed }
+    const next = newRefreshSecret()
+    const sealed = sealSuccessor(secret, next)
+    const outcome = await store.refresh(attempt(session, 0, session.tokenHash, T0 + MINUTE, {
+      successor: { hash: hashSecret(next), sealed }
     }))
     t.equal(outcome.result, 'refreshed')
 
     const stored = await redis.hgetall(store.sessionKey(session.id))
     const dump = JSON.stringify(stored)
-    t.ok(Object.values(stored).includes(hashSecret(next.secret)), 'the current token is stored as its hash')
+    t.ok(Object.values(stored).includes(hashSecret(next)), 'the current token is stored as its hash')
     t.ok(Object.values(stored).includes(sealed), 'the successor is stored sealed')
-    for (const [name, value] of [['old secret', secret], ['new secret', next.secret], ['new token', next.token]]) {
+    for (const [name, value] of [['old secret', secret], ['new secret', next]]) {
       t.notOk(dump.includes(value!), `the ${name} is not stored`)
     }
   })
@@ -168,14 +168,15 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
     const [limit] = (await redis.config('GET', 'hash-max-listpack-value') as string[]).slice(1)
     // A user agent as long as the routes keep (256 characters), of two-byte characters.
     const session = newSession({ userAgent: 'é'.repeat(256), ip: '2001:db8:85a3:1234:5678:8a2e:370:7334' })
-    await store.create(session, T0)
+    await store.create(session, T0, MAX_SESSIONS)
     let current = session.tokenHash
-    for (let rotation = 1; rotation <= 2 * SPENT_TOKENS_KEPT; rotation++) {
-      const next = successor()
-      t.equal((await store.refresh(attempt(session, current, T0 + rotation * MINUTE, { successor: next }))).result, 'refreshed')
+    for (let rotation = 1; rotation <= 2 * GRACE_GENERATIONS; rotation++) {
+      const next = { hash: hashSecret(newRefreshSecret()), sealed: sealSuccessor(newRefreshSecret(), newRefreshSecret()) }
+      t.equal((await store.refresh(attempt(session, rotation - 1, current, T0 + rotation * SECOND, { successor: next }))).result, 'refreshed')
       current = next.hash
     }
     const fields = await redis.hgetall(store.sessionKey(session.id))
+    t.equal(Object.keys(fields).filter((field) => /^s\d$/.test(field)).length, GRACE_GENERATIONS, 'as many sealed successors as the grace keeps, however many rotations')
     const longest = Math.max(...Object.values(fields).map((value) => Buffer.byteLength(value)))
     t.ok(longest <= Number(limit ?? 64), `the longest value is ${longest} bytes (limit ${limit})`)
     t.equal(await redis.call('OBJECT', 'ENCODING', store.sessionKey(session.id)), 'listpack')
@@ -185,12 +186,12 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
   t.test('keys live under the configured prefix only', async (t) => {
     const { store, redis, prefix } = await redisStore(t)
     const session = newSession({ tokenHash: randomHash() })
-    await store.create(session, T0)
+    await store.create(session, T0, MAX_SESSIONS)
     t.ok(store.sessionKey(session.id).startsWith(prefix))
     t.equal(await redis.exists(store.sessionKey(session.id)), 1)
     const other = await redisStore(t)
     t.strictSame(await keysWithTtl(redis, other.prefix), [], 'nothing under another prefix')
-    t.equal(await other.store.refresh(attempt(session, session.tokenHash, T0 + 1)).then((outcome) => outcome.result), 'unknown',
+    t.equal(await other.store.refresh(attempt(session, 0, session.tokenHash, T0 + 1)).then((outcome) => outcome.result), 'unknown',
       'a store with another prefix does not see the session')
   })
 })

@@ -1,7 +1,9 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { Test } from 'tap'
-import { hashSecret, newSessionId } from '../src/refresh-token.js'
-import { SPENT_TOKENS_KEPT, type NewSession, type RefreshAttempt, type RefreshOutcome, type SessionStore } from '../src/session-store.js'
+import { hashSecret, newFamilyId, sessionIdOf } from '../src/refresh-token.js'
+import {
+  GRACE_GENERATIONS, type NewSession, type RefreshAttempt, type RefreshOutcome, type SessionStore
+} from '../src/session-store.js'
 
 /*
  * The behaviour every SessionStore must have, run against each implementation
@@ -20,6 +22,8 @@ export const IDLE_TTL = 14 * DAY
 export const MAX_AGE = 90 * DAY
 export const GRACE = 10 * SECOND
 export const LOGIN_IP = '203.0.113.7'
+/** Generous: only the test of the per-user limit reaches it. */
+export const MAX_SESSIONS = 100
 
 /** A fresh store for one test; whatever it needs is torn down with `t`. */
 export type StoreFactory = (t: Test) => Promise<SessionStore>
@@ -32,9 +36,10 @@ export function randomHash (): string {
 export function newSession (overrides: Partial<NewSession> = {}): NewSession {
   const createdAt = overrides.createdAt ?? T0
   return {
-    id: newSessionId(createdAt),
+    id: sessionIdOf(newFamilyId()),
     userId: randomUUID(),
     tokenHash: randomHash(),
+    credentialVersion: 0,
     createdAt,
     idleExpiresAt: createdAt + IDLE_TTL,
     absoluteExpiresAt: createdAt + MAX_AGE,
@@ -44,16 +49,49 @@ export function newSession (overrides: Partial<NewSession> = {}): NewSession {
   }
 }
 
+/** A refresh of `session` with the token of `generation` whose secret hashes to `hash`. */
 export function attempt (
-  session: NewSession, presentedHash: string, now: number, options: Partial<RefreshAttempt> = {}
+  session: NewSession, generation: number, hash: string, now: number, options: Partial<RefreshAttempt> = {}
 ): RefreshAttempt {
-  return { sessionId: session.id, presentedHash, now, idleTtlMs: IDLE_TTL, graceMs: GRACE, ...options }
+  return { sessionId: session.id, generation, hash, now, idleTtlMs: IDLE_TTL, graceMs: GRACE, ...options }
 }
 
-/** A successor whose sealed form is recognizable, to see which one a grace answer carries. */
+/** A successor whose sealed form is recognizable, to see which ones a grace answer carries. */
 export function successor (): { hash: string, sealed: string } {
   const hash = randomHash()
-  return { hash, sealed: `sealed:${hash}` }
+  return { hash, sealed: `sealed:${hash.slice(0, 40)}` }
+}
+
+/**
+ * A session and the tokens it has had: generation n's hash is hashes[n] and
+ * its successor was sealed as sealed[n]. `rotate` refreshes the current one.
+ */
+export async function chain (store: SessionStore, overrides: Partial<NewSession> = {}) {
+  const session = newSession(overrides)
+  await store.create(session, session.createdAt, MAX_SESSIONS)
+  const hashes = [session.tokenHash]
+  const sealed: string[] = []
+  return {
+    session,
+    hashes,
+    sealed,
+    get current (): number {
+      return hashes.length - 1
+    },
+    async rotate (now: number, options: Partial<RefreshAttempt> = {}): Promise<RefreshOutcome> {
+      const next = successor()
+      const outcome = await store.refresh(attempt(session, hashes.length - 1, hashes.at(-1)!, now, { successor: next, ...options }))
+      if (outcome.result === 'refreshed') {
+        hashes.push(next.hash)
+        sealed.push(next.sealed)
+      }
+      return outcome
+    },
+    /** Presents generation `generation` again (with its own secret unless `hash` is given), without rotation. */
+    async present (generation: number, now: number, options: Partial<RefreshAttempt> & { hash?: string } = {}): Promise<RefreshOutcome> {
+      return await store.refresh(attempt(session, generation, options.hash ?? hashes[generation]!, now, { successor: successor(), ...options }))
+    }
+  }
 }
 
 function count (outcomes: RefreshOutcome[], result: RefreshOutcome['result']): number {
@@ -61,130 +99,162 @@ function count (outcomes: RefreshOutcome[], result: RefreshOutcome['result']): n
 }
 
 export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
-  t.test('create, then refresh with rotation: each token works once and its successor becomes current', async (t) => {
+  t.test('create, then refresh with rotation: each generation refreshes once and its successor becomes current', async (t) => {
     const store = await makeStore(t)
-    const session = newSession()
-    await store.create(session, T0)
+    const family = await chain(store)
+    const { session } = family
 
-    const first = successor()
     const now1 = T0 + MINUTE
-    const refreshed = await store.refresh(attempt(session, session.tokenHash, now1, { successor: first }))
-    t.strictSame(refreshed, {
+    t.strictSame(await family.rotate(now1), {
       result: 'refreshed',
       userId: session.userId,
+      generation: 1,
+      credentialVersion: 0,
       idleExpiresAt: now1 + IDLE_TTL,
       absoluteExpiresAt: session.absoluteExpiresAt
     })
+    t.equal((await family.present(0, now1)).result, 'grace', 'the spent generation does not refresh again')
 
-    // The spent token does not refresh again (within the grace it only replays the successor).
-    const again = await store.refresh(attempt(session, session.tokenHash, now1, { successor: successor() }))
-    t.equal(again.result, 'grace', 'the spent token is no longer current')
-
-    const second = successor()
     const now2 = now1 + HOUR
-    const next = await store.refresh(attempt(session, first.hash, now2, { successor: second }))
-    t.strictSame(next, {
+    t.strictSame(await family.rotate(now2), {
       result: 'refreshed',
       userId: session.userId,
+      generation: 2,
+      credentialVersion: 0,
       idleExpiresAt: now2 + IDLE_TTL,
       absoluteExpiresAt: session.absoluteExpiresAt
     }, 'the successor is the current token')
-
-    const third = await store.refresh(attempt(session, second.hash, now2 + HOUR, { successor: successor() }))
-    t.equal(third.result, 'refreshed', 'and so on down the family')
+    t.equal((await family.rotate(now2 + HOUR)).result, 'refreshed', 'and so on down the family')
   })
 
   t.test('refresh without rotation: the same token keeps working and the idle expiry moves forward', async (t) => {
     const store = await makeStore(t)
     const session = newSession()
-    await store.create(session, T0)
+    await store.create(session, T0, MAX_SESSIONS)
 
     for (const day of [1, 10, 20, 33]) {
       // Day 20 and 33 are past the original idle expiry (day 14): only extension keeps it alive.
       const now = T0 + day * DAY
-      const outcome = await store.refresh(attempt(session, session.tokenHash, now))
-      t.strictSame(outcome, {
+      t.strictSame(await store.refresh(attempt(session, 0, session.tokenHash, now)), {
         result: 'refreshed',
         userId: session.userId,
+        generation: 0,
+        credentialVersion: 0,
         idleExpiresAt: now + IDLE_TTL,
         absoluteExpiresAt: session.absoluteExpiresAt
       }, `refresh on day ${day}`)
     }
+    t.equal((await store.refresh(attempt(session, 0, randomHash(), T0 + 34 * DAY))).result, 'reused',
+      'a wrong secret for the family is reuse without rotation too')
   })
 
-  t.test('grace window: the previous token answers the same sealed successor, then counts as reuse', async (t) => {
+  t.test('grace window: the previous generation answers the chain to the current token, then counts as reuse', async (t) => {
     const store = await makeStore(t)
-    const session = newSession()
-    await store.create(session, T0)
-
+    const family = await chain(store)
     const rotatedAt = T0 + MINUTE
-    const next = successor()
-    const refreshed = await store.refresh(attempt(session, session.tokenHash, rotatedAt, { successor: next }))
-    t.equal(refreshed.result, 'refreshed')
+    t.equal((await family.rotate(rotatedAt)).result, 'refreshed')
 
     for (const delay of [0, 1, GRACE - 1]) {
-      const outcome = await store.refresh(attempt(session, session.tokenHash, rotatedAt + delay, { successor: successor() }))
-      t.strictSame(outcome, {
+      t.strictSame(await family.present(0, rotatedAt + delay), {
         result: 'grace',
-        userId: session.userId,
-        sealedSuccessor: next.sealed,
-        successorHash: next.hash,
+        userId: family.session.userId,
+        generation: 1,
+        credentialVersion: 0,
         idleExpiresAt: rotatedAt + IDLE_TTL,
-        absoluteExpiresAt: session.absoluteExpiresAt
+        absoluteExpiresAt: family.session.absoluteExpiresAt,
+        sealedChain: [family.sealed[0]],
+        currentHash: family.hashes[1]
       }, `${delay} ms after the rotation`)
     }
 
-    const reused = await store.refresh(attempt(session, session.tokenHash, rotatedAt + GRACE, { successor: successor() }))
-    t.strictSame(reused, { result: 'reused', userId: session.userId }, 'at the end of the grace it is reuse')
+    t.strictSame(await family.present(0, rotatedAt + GRACE), { result: 'reused', userId: family.session.userId },
+      'at the end of the grace it is reuse')
 
     const later = rotatedAt + GRACE + SECOND
-    for (const [name, hash] of [['the successor', next.hash], ['the reused token', session.tokenHash], ['an unknown hash', randomHash()]]) {
-      const outcome = await store.refresh(attempt(session, hash!, later, { successor: successor() }))
-      t.strictSame(outcome, { result: 'revoked', userId: session.userId }, `${name} answers revoked`)
+    for (const [name, generation, hash] of [['the successor', 1, family.hashes[1]], ['the reused token', 0, family.hashes[0]], ['a wrong secret', 1, randomHash()]] as const) {
+      t.strictSame(await family.present(generation, later, { hash }), { result: 'revoked', userId: family.session.userId }, `${name} answers revoked`)
     }
-    const withoutRotation = await store.refresh(attempt(session, next.hash, later))
-    t.equal(withoutRotation.result, 'revoked', 'revoked without rotation too')
+    t.equal((await store.refresh(attempt(family.session, 1, family.hashes[1]!, later))).result, 'revoked', 'revoked without rotation too')
   })
 
-  t.test('an older spent token (not the previous one) is reuse even inside the grace window', async (t) => {
-    const store = await makeStore(t)
-    const session = newSession()
-    await store.create(session, T0)
-    const first = successor()
-    const second = successor()
-    t.equal((await store.refresh(attempt(session, session.tokenHash, T0 + MINUTE, { successor: first }))).result, 'refreshed')
-    t.equal((await store.refresh(attempt(session, first.hash, T0 + MINUTE + 1, { successor: second }))).result, 'refreshed')
-    const outcome = await store.refresh(attempt(session, session.tokenHash, T0 + MINUTE + 2, { successor: successor() }))
-    t.strictSame(outcome, { result: 'reused', userId: session.userId })
-    t.equal((await store.refresh(attempt(session, second.hash, T0 + MINUTE + 3))).result, 'revoked')
-  })
-
-  t.test(`the last ${SPENT_TOKENS_KEPT} spent tokens are each recognized as reuse; older ones are forgotten`, async (t) => {
-    const rotations = SPENT_TOKENS_KEPT + 2
-    for (let age = 2; age <= rotations; age++) {
+  t.test(`a token up to ${GRACE_GENERATIONS} rotations behind, inside its grace, answers the chain to the current token`, async (t) => {
+    for (let behind = 1; behind <= GRACE_GENERATIONS; behind++) {
       const store = await makeStore(t)
-      const session = newSession()
-      await store.create(session, T0)
-      // hashes[0] is the original token; hashes[rotations] the current one.
-      const hashes = [session.tokenHash]
-      for (let rotation = 1; rotation <= rotations; rotation++) {
-        const next = successor()
-        const outcome = await store.refresh(attempt(session, hashes.at(-1)!, T0 + rotation * MINUTE, { successor: next }))
-        t.equal(outcome.result, 'refreshed')
-        hashes.push(next.hash)
-      }
-      // age 1 is the previous token (grace); age 2 and older are merely spent.
-      const replayed = await store.refresh(attempt(session, hashes[rotations - age]!, T0 + rotations * MINUTE + 1))
-      const expected = age <= SPENT_TOKENS_KEPT ? 'reused' : 'unknown'
-      t.equal(replayed.result, expected, `the token spent ${age} rotations ago: ${expected}`)
+      const family = await chain(store)
+      // One rotation a second: every one of them is inside the grace of the first.
+      for (let rotation = 1; rotation <= behind; rotation++) t.equal((await family.rotate(T0 + rotation * SECOND)).result, 'refreshed')
+      const outcome = await family.present(0, T0 + behind * SECOND + 1)
+      t.match(outcome, { result: 'grace', generation: behind, currentHash: family.hashes[behind] }, `${behind} behind: grace`)
+      t.strictSame(outcome.result === 'grace' && outcome.sealedChain, family.sealed, `${behind} behind: every link from it to the current token, oldest first`)
+      t.equal((await family.rotate(T0 + behind * SECOND + 2)).result, 'refreshed', 'the session goes on: no fork')
     }
+  })
+
+  t.test(`${GRACE_GENERATIONS + 1} rotations behind is reuse, even inside the grace`, async (t) => {
+    const store = await makeStore(t)
+    const family = await chain(store)
+    for (let rotation = 1; rotation <= GRACE_GENERATIONS + 1; rotation++) await family.rotate(T0 + rotation * 100)
+    t.equal((await family.present(1, T0 + SECOND)).result, 'grace', `${GRACE_GENERATIONS} behind still has its grace`)
+    t.strictSame(await family.present(0, T0 + SECOND), { result: 'reused', userId: family.session.userId })
+  })
+
+  t.test('a spent generation presented with a wrong secret is reuse, never a way to the current token', async (t) => {
+    for (const generation of [0, 1]) {
+      const store = await makeStore(t)
+      const family = await chain(store)
+      await family.rotate(T0 + SECOND)
+      await family.rotate(T0 + 2 * SECOND)
+      const forged = await family.present(generation, T0 + 3 * SECOND, { hash: randomHash() })
+      t.strictSame(forged, { result: 'reused', userId: family.session.userId }, `generation ${generation}, inside its grace`)
+      t.equal((await family.present(2, T0 + 4 * SECOND)).result, 'revoked', 'the family is revoked')
+    }
+  })
+
+  t.test('the current generation with a wrong secret is reuse: only a holder of the family can name it', async (t) => {
+    const store = await makeStore(t)
+    const family = await chain(store)
+    await family.rotate(T0 + SECOND)
+    t.strictSame(await family.present(1, T0 + 2 * SECOND, { hash: randomHash() }), { result: 'reused', userId: family.session.userId })
+    t.equal((await family.present(1, T0 + 3 * SECOND)).result, 'revoked')
+  })
+
+  t.test('a generation that was never issued is unknown, and revokes nothing', async (t) => {
+    const store = await makeStore(t)
+    const family = await chain(store)
+    await family.rotate(T0 + SECOND)
+    t.strictSame(await store.refresh(attempt(family.session, 2, randomHash(), T0 + 2 * SECOND)), { result: 'unknown' })
+    t.strictSame(await store.refresh(attempt(family.session, 1e12, family.hashes[1]!, T0 + 2 * SECOND)), { result: 'unknown' })
+    t.equal((await family.rotate(T0 + 3 * SECOND)).result, 'refreshed', 'the session still works')
+  })
+
+  t.test('laundering cannot outrun detection: every spent generation is reuse after its grace, however many rotations since', async (t) => {
+    const rotations = 3 * GRACE_GENERATIONS
+    for (const replayed of [0, 1, GRACE_GENERATIONS, rotations - 2]) {
+      const store = await makeStore(t)
+      const family = await chain(store)
+      for (let rotation = 1; rotation <= rotations; rotation++) t.equal((await family.rotate(T0 + rotation * MINUTE)).result, 'refreshed')
+      const outcome = await family.present(replayed, T0 + rotations * MINUTE + 1)
+      t.strictSame(outcome, { result: 'reused', userId: family.session.userId }, `generation ${replayed} of ${rotations}`)
+      t.equal((await family.present(rotations, T0 + rotations * MINUTE + 2)).result, 'revoked', 'the launderer\'s token is revoked with it')
+    }
+  })
+
+  t.test('a spent generation is forgotten by the first rotation after its grace; it stays reuse', async (t) => {
+    const store = await makeStore(t)
+    const family = await chain(store)
+    await family.rotate(T0 + SECOND)
+    await family.rotate(T0 + 2 * SECOND)
+    // A rotation after both graces forgets both; the token one behind (generation 2) is remembered.
+    await family.rotate(T0 + HOUR)
+    t.equal((await family.present(2, T0 + HOUR + 1)).result, 'grace')
+    t.equal((await family.present(1, T0 + HOUR + 2)).result, 'reused')
   })
 
   t.test('a long user agent, of any characters, is listed as it was given', async (t) => {
     const store = await makeStore(t)
     const userAgent = 'Mozilla/5.0 (X11; Linux x86_64) ÄÖÜ ñ é ' + 'ÿ'.repeat(100) + ' Safari/537.36 '.repeat(5)
     const session = newSession({ userAgent })
-    await store.create(session, T0)
+    await store.create(session, T0, MAX_SESSIONS)
     t.strictSame((await store.list(session.userId, T0 + 1)).map((listed) => listed.userAgent), [userAgent])
   })
 
@@ -192,11 +262,11 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
   async function race (t: Test, graceMs?: number) {
     const store = await makeStore(t)
     const session = newSession()
-    await store.create(session, T0)
+    await store.create(session, T0, MAX_SESSIONS)
     const now = T0 + MINUTE
     const successors = Array.from({ length: 20 }, () => successor())
     const outcomes = await Promise.all(successors.map((next) =>
-      store.refresh(attempt(session, session.tokenHash, now, { successor: next, ...(graceMs === undefined ? {} : { graceMs }) }))))
+      store.refresh(attempt(session, 0, session.tokenHash, now, { successor: next, ...(graceMs === undefined ? {} : { graceMs }) }))))
     return { store, session, now, successors, outcomes }
   }
 
@@ -205,16 +275,15 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
 
     t.equal(count(outcomes, 'refreshed'), 1, 'one refreshed')
     // The first attempt after the winner is reuse and revokes the family; the
-    // ones after it find the session revoked (its hashes are forgotten then).
+    // ones after it find the session revoked.
     t.equal(count(outcomes, 'reused'), 1, 'the next one is reuse')
     t.equal(count(outcomes, 'revoked'), 18, 'the others find the session revoked')
     for (const outcome of outcomes) {
       t.equal('userId' in outcome && outcome.userId, session.userId)
     }
-    // Reuse revoked the family: not even the winner's successor goes on.
     const winner = successors[outcomes.findIndex((outcome) => outcome.result === 'refreshed')]!
-    const after = await store.refresh(attempt(session, winner.hash, now + 1, { successor: successor(), graceMs: 0 }))
-    t.equal(after.result, 'revoked')
+    const after = await store.refresh(attempt(session, 1, winner.hash, now + 1, { successor: successor(), graceMs: 0 }))
+    t.equal(after.result, 'revoked', 'reuse revoked the family: not even the winner\'s successor goes on')
   })
 
   t.test('grace > 0: 20 parallel refreshes get one successor between them, the family never forks', async (t) => {
@@ -224,31 +293,25 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     t.equal(count(outcomes, 'grace'), 19, 'the others answered from the grace window')
     const winnerIndex = outcomes.findIndex((outcome) => outcome.result === 'refreshed')
     const winner = successors[winnerIndex]!
-    const sealed = new Set(outcomes.map((outcome) => outcome.result === 'grace' ? outcome.sealedSuccessor : undefined))
-    sealed.delete(undefined)
-    t.strictSame([...sealed], [winner.sealed], 'every grace answer carries the winner\'s successor')
+    const chains = new Set(outcomes.map((outcome) => outcome.result === 'grace' ? JSON.stringify([outcome.sealedChain, outcome.currentHash]) : undefined))
+    chains.delete(undefined)
+    t.strictSame([...chains], [JSON.stringify([[winner.sealed], winner.hash])], 'every grace answer leads to the winner\'s successor')
 
-    // Only the winner's successor was stored; the losers' successors are unknown.
-    for (const [index, loser] of successors.entries()) {
-      if (index === winnerIndex) continue
-      const outcome = await store.refresh(attempt(session, loser.hash, now + 1, { successor: successor() }))
-      t.equal(outcome.result, 'unknown', `loser ${index}'s successor was never stored`)
-    }
-    const next = await store.refresh(attempt(session, winner.hash, now + 2, { successor: successor() }))
+    const next = await store.refresh(attempt(session, 1, winner.hash, now + 2, { successor: successor() }))
     t.equal(next.result, 'refreshed', 'the winner\'s successor is current')
+    // Only the winner's successor was stored: a loser's, never handed out, would be a wrong secret.
+    const loser = successors[(winnerIndex + 1) % successors.length]!
+    t.equal((await store.refresh(attempt(session, 1, loser.hash, now + 3))).result, 'reused', 'a loser\'s successor is a wrong secret')
   })
 
-  t.test('an unknown hash or session answers unknown and revokes nothing', async (t) => {
+  t.test('an unknown session answers unknown and revokes nothing', async (t) => {
     const store = await makeStore(t)
     const session = newSession()
-    await store.create(session, T0)
-
+    await store.create(session, T0, MAX_SESSIONS)
     const now = T0 + MINUTE
-    t.strictSame(await store.refresh(attempt(session, randomHash(), now, { successor: successor() })), { result: 'unknown' })
-    t.strictSame(await store.refresh(attempt(newSession(), session.tokenHash, now, { successor: successor() })), { result: 'unknown' },
+    t.strictSame(await store.refresh(attempt(newSession(), 0, session.tokenHash, now, { successor: successor() })), { result: 'unknown' },
       'a session that was never created')
-    const outcome = await store.refresh(attempt(session, session.tokenHash, now, { successor: successor() }))
-    t.equal(outcome.result, 'refreshed', 'the session still works')
+    t.equal((await store.refresh(attempt(session, 0, session.tokenHash, now, { successor: successor() }))).result, 'refreshed', 'the session still works')
   })
 
   t.test('idle expiry: a session not refreshed before idleExpiresAt is over', async (t) => {
@@ -256,109 +319,116 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     const idle = HOUR
     const lapsed = newSession({ idleExpiresAt: T0 + idle })
     const alive = newSession({ idleExpiresAt: T0 + idle })
-    await store.create(lapsed, T0)
-    await store.create(alive, T0)
+    await store.create(lapsed, T0, MAX_SESSIONS)
+    await store.create(alive, T0, MAX_SESSIONS)
 
-    const justInTime = await store.refresh(attempt(alive, alive.tokenHash, T0 + idle - 1, { successor: successor() }))
+    const justInTime = await store.refresh(attempt(alive, 0, alive.tokenHash, T0 + idle - 1, { successor: successor() }))
     t.equal(justInTime.result, 'refreshed', 'one millisecond before the idle expiry')
 
     for (const now of [T0 + idle, T0 + idle + DAY]) {
-      const outcome = await store.refresh(attempt(lapsed, lapsed.tokenHash, now, { successor: successor() }))
+      const outcome = await store.refresh(attempt(lapsed, 0, lapsed.tokenHash, now, { successor: successor() }))
       t.ok(outcome.result === 'expired' || outcome.result === 'unknown', `answers ${outcome.result} at idle expiry + ${now - T0 - idle} ms`)
     }
+    t.equal(await store.get(lapsed.id, T0 + idle), undefined, 'get: not live')
+    t.strictSame(await store.list(lapsed.userId, T0 + idle), [], 'list: not listed')
   })
 
   t.test('absolute expiry: refresh never extends a session past absoluteExpiresAt', async (t) => {
     const store = await makeStore(t)
     const absolute = T0 + 20 * DAY
-    const session = newSession({ absoluteExpiresAt: absolute })
-    await store.create(session, T0)
+    const family = await chain(store, { absoluteExpiresAt: absolute })
 
-    let current = session.tokenHash
     for (const day of [10, 19]) {
-      const next = successor()
-      const outcome = await store.refresh(attempt(session, current, T0 + day * DAY, { successor: next }))
-      t.strictSame(outcome, {
-        result: 'refreshed', userId: session.userId, idleExpiresAt: absolute, absoluteExpiresAt: absolute
-      }, `on day ${day} the idle expiry is capped at the absolute one`)
-      current = next.hash
+      t.match(await family.rotate(T0 + day * DAY), { result: 'refreshed', idleExpiresAt: absolute, absoluteExpiresAt: absolute },
+        `on day ${day} the idle expiry is capped at the absolute one`)
     }
-    const outcome = await store.refresh(attempt(session, current, absolute, { successor: successor() }))
+    const outcome = await family.rotate(absolute)
     t.ok(outcome.result === 'expired' || outcome.result === 'unknown', `at the absolute expiry: ${outcome.result}`)
 
     // Created with an idle expiry beyond the absolute one: capped from the start.
     const capped = newSession({ idleExpiresAt: T0 + 30 * DAY, absoluteExpiresAt: T0 + 5 * DAY })
-    await store.create(capped, T0)
-    const late = await store.refresh(attempt(capped, capped.tokenHash, T0 + 5 * DAY))
+    await store.create(capped, T0, MAX_SESSIONS)
+    const late = await store.refresh(attempt(capped, 0, capped.tokenHash, T0 + 5 * DAY))
     t.ok(late.result === 'expired' || late.result === 'unknown', `a session created with idle > absolute ends at absolute: ${late.result}`)
   })
 
-  t.test('revoke with a presented hash only revokes with the current or previous token', async (t) => {
+  t.test('revoke with a presented token: any generation the session issued, spent ones too; never one it did not', async (t) => {
     const store = await makeStore(t)
-    const session = newSession()
-    await store.create(session, T0)
-    const first = successor()
-    const second = successor()
-    t.equal((await store.refresh(attempt(session, session.tokenHash, T0 + MINUTE, { successor: first }))).result, 'refreshed')
-    t.equal((await store.refresh(attempt(session, first.hash, T0 + 2 * MINUTE, { successor: second }))).result, 'refreshed')
-    // Now: current second, previous first, and the original token is merely spent.
-
+    const family = await chain(store)
+    const { session } = family
+    await family.rotate(T0 + MINUTE)
+    await family.rotate(T0 + 2 * MINUTE)
     const now = T0 + 3 * MINUTE
-    t.equal(await store.revoke(session.id, now, randomHash()), undefined, 'an unknown hash revokes nothing')
-    t.equal(await store.revoke(session.id, now, session.tokenHash), undefined, 'an older spent hash revokes nothing')
-    t.equal(await store.revoke(newSession().id, now, second.hash), undefined, 'another session is not revoked by this one\'s token')
 
-    const third = successor()
-    const still = await store.refresh(attempt(session, second.hash, now, { successor: third }))
-    t.equal(still.result, 'refreshed', 'the session was left alone')
+    t.equal(await store.revoke(session.id, now, { generation: 3 }), undefined, 'a generation never issued revokes nothing')
+    t.equal(await store.revoke(newSession().id, now, { generation: 0 }), undefined, 'an unknown session: nothing to revoke')
+    t.equal((await family.present(2, now, { successor: undefined })).result, 'refreshed', 'the session was left alone')
 
-    // Now the previous token is `second`: presenting it revokes.
-    t.equal(await store.revoke(session.id, now + 1, second.hash), session.userId, 'the previous token revokes and answers the user')
-    t.strictSame(await store.refresh(attempt(session, third.hash, now + 2, { successor: successor() })),
-      { result: 'revoked', userId: session.userId })
+    t.equal(await store.revoke(session.id, now + 1, { generation: 0 }), session.userId, 'a token spent long ago revokes: its holder wants the session over')
+    t.strictSame(await family.present(2, now + 2), { result: 'revoked', userId: session.userId })
+    t.equal(await store.revoke(session.id, now + 3, { generation: 2 }), undefined, 'revoked once: nothing more to revoke')
 
     const other = newSession()
-    await store.create(other, T0)
-    t.equal(await store.revoke(other.id, now, other.tokenHash), other.userId, 'the current token revokes')
-    t.strictSame(await store.refresh(attempt(other, other.tokenHash, now + 1)), { result: 'revoked', userId: other.userId })
+    await store.create(other, T0, MAX_SESSIONS)
+    t.equal(await store.revoke(other.id, now, { generation: 0 }), other.userId, 'the current token revokes')
+    t.strictSame(await store.refresh(attempt(other, 0, other.tokenHash, now + 1)), { result: 'revoked', userId: other.userId })
   })
 
-  t.test('revoke without a hash revokes the session and answers its user', async (t) => {
+  t.test('revoke without a token revokes a live session once, and answers its user', async (t) => {
     const store = await makeStore(t)
     const session = newSession()
-    await store.create(session, T0)
+    await store.create(session, T0, MAX_SESSIONS)
     const now = T0 + MINUTE
 
     t.equal(await store.revoke(session.id, now), session.userId)
-    t.strictSame(await store.refresh(attempt(session, session.tokenHash, now + 1, { successor: successor() })),
+    t.strictSame(await store.refresh(attempt(session, 0, session.tokenHash, now + 1, { successor: successor() })),
       { result: 'revoked', userId: session.userId })
-    t.strictSame(await store.refresh(attempt(session, session.tokenHash, now + 1)), { result: 'revoked', userId: session.userId })
-    t.equal(await store.revoke(session.id, now + 2, session.tokenHash), undefined, 'its tokens are forgotten: nothing left to revoke with them')
+    t.equal(await store.revoke(session.id, now + 2), undefined, 'already revoked: nothing to revoke')
     t.equal(await store.revoke(newSession().id, now), undefined, 'an unknown session: nothing to revoke')
+    t.equal(await store.get(session.id, now + 2), undefined, 'get: a revoked session is not live')
+  })
+
+  t.test('get: one live session and its owner', async (t) => {
+    const store = await makeStore(t)
+    const session = newSession({ userAgent: 'phone', ip: '198.51.100.1' })
+    await store.create(session, T0, MAX_SESSIONS)
+    t.strictSame(await store.get(session.id, T0 + 1), {
+      id: session.id,
+      userId: session.userId,
+      createdAt: T0,
+      lastUsedAt: T0,
+      expiresAt: session.idleExpiresAt,
+      userAgent: 'phone',
+      ip: '198.51.100.1'
+    })
+    t.equal(await store.get(newSession().id, T0 + 1), undefined, 'an unknown session')
+  })
+
+  t.test('stamp raises a live session\'s credential version, never lowers it', async (t) => {
+    const store = await makeStore(t)
+    const family = await chain(store, { credentialVersion: 3 })
+    await store.stamp(family.session.id, 5, T0 + 1)
+    t.match(await family.rotate(T0 + 2), { result: 'refreshed', credentialVersion: 5 })
+    await store.stamp(family.session.id, 4, T0 + 3)
+    t.match(await family.present(0, T0 + 4), { result: 'grace', credentialVersion: 5 }, 'a lower version is ignored; grace answers carry it too')
+    await store.revoke(family.session.id, T0 + 5)
+    await store.stamp(family.session.id, 9, T0 + 6)
+    t.strictSame(await family.present(1, T0 + 7), { result: 'revoked', userId: family.session.userId }, 'a revoked session stays revoked')
   })
 
   t.test('client address binding', async (t) => {
     const store = await makeStore(t)
-    const session = newSession()
-    await store.create(session, T0)
+    const family = await chain(store)
     const now = T0 + MINUTE
 
-    const elsewhere = await store.refresh(attempt(session, session.tokenHash, now, { successor: successor(), clientIp: '198.51.100.9' }))
-    t.strictSame(elsewhere, { result: 'ip-mismatch', userId: session.userId })
-
-    const next = successor()
-    const same = await store.refresh(attempt(session, session.tokenHash, now + 1, { successor: next, clientIp: LOGIN_IP }))
-    t.equal(same.result, 'refreshed', 'the mismatch neither spent nor revoked the token')
-
-    const graceElsewhere = await store.refresh(attempt(session, session.tokenHash, now + 2, { successor: successor(), clientIp: '198.51.100.9' }))
-    t.strictSame(graceElsewhere, { result: 'ip-mismatch', userId: session.userId }, 'the grace answer is bound too')
-    const graceSame = await store.refresh(attempt(session, session.tokenHash, now + 3, { successor: successor(), clientIp: LOGIN_IP }))
-    t.equal(graceSame.result, 'grace')
-    t.equal(graceSame.result === 'grace' && graceSame.sealedSuccessor, next.sealed)
-
-    const unbound = await store.refresh(attempt(session, next.hash, now + 4, { successor: successor() }))
-    t.equal(unbound.result, 'refreshed', 'without clientIp there is no binding')
+    t.strictSame(await family.present(0, now, { clientIp: '198.51.100.9' }), { result: 'ip-mismatch', userId: family.session.userId })
+    t.equal((await family.rotate(now + 1, { clientIp: LOGIN_IP })).result, 'refreshed', 'the mismatch neither spent nor revoked the token')
+    t.strictSame(await family.present(0, now + 2, { clientIp: '198.51.100.9' }), { result: 'ip-mismatch', userId: family.session.userId },
+      'the grace answer is bound too')
+    t.match(await family.present(0, now + 3, { clientIp: LOGIN_IP }), { result: 'grace', sealedChain: [family.sealed[0]] })
+    t.equal((await family.rotate(now + 4)).result, 'refreshed', 'without clientIp there is no binding')
   })
+
   t.test('list and revokeAll: a user\'s live sessions, oldest first', async (t) => {
     const store = await makeStore(t)
     const userId = randomUUID()
@@ -367,7 +437,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     const newest = newSession({ userId, createdAt: T0 + 2 * SECOND })
     const stranger = newSession({ createdAt: T0 })
     // Created out of order: the listing sorts by creation time.
-    for (const session of [newest, stranger, oldest, middle]) await store.create(session, session.createdAt)
+    for (const session of [newest, stranger, oldest, middle]) await store.create(session, session.createdAt, MAX_SESSIONS)
 
     const now = T0 + MINUTE
     t.strictSame(await store.list(userId, now), [oldest, middle, newest].map((session) => ({
@@ -381,7 +451,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     t.strictSame(await store.list(randomUUID(), now), [], 'a user without sessions')
 
     const later = T0 + HOUR
-    t.equal((await store.refresh(attempt(middle, middle.tokenHash, later, { successor: successor() }))).result, 'refreshed')
+    t.equal((await store.refresh(attempt(middle, 0, middle.tokenHash, later, { successor: successor() }))).result, 'refreshed')
     const listed = await store.list(userId, later)
     t.strictSame(listed.map(({ id }) => id), [middle.id, newest.id], 'the idle-expired session is not listed')
     t.match(listed[0], { lastUsedAt: later, expiresAt: later + IDLE_TTL }, 'a refresh shows in the listing')
@@ -390,14 +460,37 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     t.strictSame((await store.list(userId, later)).map(({ id }) => id), [middle.id], 'a revoked session is not listed')
 
     const another = newSession({ userId, createdAt: later })
-    await store.create(another, later)
+    await store.create(another, later, MAX_SESSIONS)
     t.strictSame((await store.revokeAll(userId, later, another.id)).sort(), [middle.id], 'all but the caller\'s, only live ones')
     t.strictSame((await store.list(userId, later)).map(({ id }) => id), [another.id])
-    t.equal((await store.refresh(attempt(middle, randomHash(), later + 1))).result, 'revoked')
+    t.equal((await store.refresh(attempt(middle, 1, randomHash(), later + 1))).result, 'revoked')
 
     t.strictSame(await store.revokeAll(userId, later), [another.id], 'without an exception: every one')
     t.strictSame(await store.list(userId, later), [])
-    t.equal((await store.refresh(attempt(another, another.tokenHash, later + 1))).result, 'revoked')
-    t.equal((await store.refresh(attempt(stranger, stranger.tokenHash, later + 1))).result, 'refreshed', 'another user is unaffected')
+    t.strictSame(await store.revokeAll(userId, later), [], 'nothing left: nothing revoked')
+    t.equal((await store.refresh(attempt(another, 0, another.tokenHash, later + 1))).result, 'revoked')
+    t.equal((await store.refresh(attempt(stranger, 0, stranger.tokenHash, later + 1))).result, 'refreshed', 'another user is unaffected')
+  })
+
+  t.test('the per-user limit: a session past it ends the least recently used others', async (t) => {
+    const store = await makeStore(t)
+    const userId = randomUUID()
+    const limit = 3
+    const sessions = [0, 1, 2].map((index) => newSession({ userId, createdAt: T0 + index * SECOND }))
+    for (const session of sessions) t.strictSame(await store.create(session, session.createdAt, limit), [], 'within the limit')
+    // The oldest is used most recently: the least recently used is now the second.
+    t.equal((await store.refresh(attempt(sessions[0]!, 0, sessions[0]!.tokenHash, T0 + MINUTE))).result, 'refreshed')
+
+    const fourth = newSession({ userId, createdAt: T0 + 2 * MINUTE })
+    t.strictSame(await store.create(fourth, fourth.createdAt, limit), [sessions[1]!.id], 'the least recently used one ended')
+    t.strictSame((await store.list(userId, T0 + 2 * MINUTE)).map(({ id }) => id), [sessions[0]!.id, sessions[2]!.id, fourth.id])
+    t.strictSame(await store.refresh(attempt(sessions[1]!, 0, sessions[1]!.tokenHash, T0 + 3 * MINUTE)), { result: 'revoked', userId })
+
+    const fifth = newSession({ userId, createdAt: T0 + 4 * MINUTE })
+    t.strictSame(await store.create(fifth, fifth.createdAt, 2), [sessions[2]!.id, sessions[0]!.id],
+      'a lower limit ends as many as it takes, least recently used first')
+    t.equal((await store.list(userId, T0 + 4 * MINUTE)).length, 2)
+    const other = newSession({ createdAt: T0 + 5 * MINUTE })
+    t.strictSame(await store.create(other, other.createdAt, 1), [], 'another user\'s sessions do not count')
   })
 }

@@ -10,6 +10,9 @@
  * - A call answered `ACCESS_TOKEN_EXPIRED` refreshes once and is retried.
  *   Concurrent calls share one refresh (single flight): however many fail at
  *   once, the service sees one `POST /auth/refresh`.
+ * - A refresh answered `503 STORE_UNAVAILABLE`, or not answered at all, is
+ *   sent again with the same refresh token after a short backoff, within the
+ *   service's reuse grace, which answers it as the first attempt would have been.
  * - When the session is over (`REFRESH_TOKEN_*`, or an access token revoked
  *   or invalid) the tokens are dropped, `onLoginRequired` is called once, and
  *   the call fails with LoginRequiredError: time to show the login page.
@@ -57,7 +60,25 @@ export interface AuthClientOptions {
   onLoginRequired?: (code: string) => void
   /** The fetch to use (a wrapper for logging or tests); the global one by default. */
   fetch?: typeof fetch
+  /** When a refresh that met a store outage or the network is sent again: by default after 200, 400, 800 and 1600 ms, within 8 s. */
+  refreshRetry?: RefreshRetryPolicy
 }
+
+export interface RefreshRetryPolicy {
+  /** The wait before each retry, in order: as many retries as delays. */
+  delaysMs: readonly number[]
+  /** No retry is sent later than this after the first attempt went out. */
+  withinMs: number
+}
+
+/**
+ * A retry with the same refresh token is answered as the first attempt would
+ * have been (the successor that attempt created, if it got as far) only
+ * within the service's REFRESH_REUSE_GRACE, 10 s by default; after it, the
+ * token counts as reused and the session is revoked. Hence 3 s of backoff in
+ * all, and none started after 8 s.
+ */
+const DEFAULT_REFRESH_RETRY: RefreshRetryPolicy = { delaysMs: [200, 400, 800, 1600], withinMs: 8000 }
 
 /** Answers that mean the session cannot go on, whatever is retried. */
 const SESSION_OVER = new Set([
@@ -72,6 +93,7 @@ export class AuthClient {
   readonly #store: 'cookie' | 'memory'
   readonly #fetch: typeof fetch
   readonly #onLoginRequired: ((code: string) => void) | undefined
+  readonly #refreshRetry: RefreshRetryPolicy
   #accessToken: string | undefined
   #refreshToken: string | undefined
   #refreshing: Promise<string> | undefined
@@ -83,6 +105,7 @@ export class AuthClient {
     this.#store = options.refreshTokenStore ?? (inBrowser() ? 'cookie' : 'memory')
     this.#fetch = options.fetch ?? ((input, init) => fetch(input, init))
     this.#onLoginRequired = options.onLoginRequired
+    this.#refreshRetry = options.refreshRetry ?? DEFAULT_REFRESH_RETRY
   }
 
   /** Whether an access token is held (it may have expired: calls refresh it). */
@@ -142,9 +165,10 @@ export class AuthClient {
   }
 
   /**
-   * A new access token from the refresh token: one request however many
-   * callers ask at once. `stale` is the token a caller found expired: if
-   * another caller has replaced it since, that one is answered at once.
+   * A new access token from the refresh token: one refresh however many
+   * callers ask at once, retried on a store outage or a network error.
+   * `stale` is the token a caller found expired: if another caller has
+   * replaced it since, that one is answered at once.
    */
   async refresh (stale?: string): Promise<string> {
     if (this.#refreshing !== undefined) return this.#refreshing
@@ -159,11 +183,38 @@ export class AuthClient {
 
   async #refreshNow (): Promise<string> {
     if (this.#store === 'memory' && this.#refreshToken === undefined) throw this.#sessionOver('REFRESH_TOKEN_MISSING')
-    const response = await this.#post('/auth/refresh', this.#store === 'memory' ? { refreshToken: this.#refreshToken } : undefined)
+    const response = await this.#postRefresh(this.#store === 'memory' ? { refreshToken: this.#refreshToken } : undefined)
     const code = await errorCode(response)
     if (code !== undefined && SESSION_OVER.has(code)) throw this.#sessionOver(code)
     // Anything else that failed (429, 503, the network) is passing: the session is kept for a later try.
     return this.#keep(await this.#readJson<TokenPair>(response))
+  }
+
+  /**
+   * POST /auth/refresh, sent again after each of the policy's delays while it
+   * is answered 503 STORE_UNAVAILABLE or not at all (fetch rejects), with the
+   * same token (in a browser the same cookie: a failed refresh sets none).
+   * The last answer or rejection is the caller's.
+   */
+  async #postRefresh (body: unknown): Promise<Response> {
+    const { delaysMs, withinMs } = this.#refreshRetry
+    const firstSentAt = Date.now()
+    const retryDelay = (retry: number): number | undefined => {
+      const delay = delaysMs[retry]
+      return delay !== undefined && Date.now() - firstSentAt + delay <= withinMs ? delay : undefined
+    }
+    for (let retry = 0; ; retry++) {
+      let delay: number | undefined
+      try {
+        const response = await this.#post('/auth/refresh', body)
+        delay = await errorCode(response, 503) === 'STORE_UNAVAILABLE' ? retryDelay(retry) : undefined
+        if (delay === undefined) return response
+      } catch (error) {
+        delay = retryDelay(retry)
+        if (delay === undefined) throw error
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay))
+    }
   }
 
   #keep (pair: TokenPair): string {
@@ -221,9 +272,9 @@ export class AuthClient {
   }
 }
 
-/** The `code` of a 401 answer (read from a copy: the caller may still read the body), else undefined. */
-async function errorCode (response: Response): Promise<string | undefined> {
-  if (response.status !== 401) return undefined
+/** The `code` of an answer with `status` (read from a copy: the caller may still read the body), else undefined. */
+async function errorCode (response: Response, status = 401): Promise<string | undefined> {
+  if (response.status !== status) return undefined
   try {
     const body = await response.clone().json() as { code?: unknown }
     return typeof body.code === 'string' ? body.code : undefined
