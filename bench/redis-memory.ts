@@ -112,7 +112,7 @@ export async function measureRedisMemory (url: string, prefix: string, count = 1
         absoluteExpiresAt: now + 90 * DAY_MS,
         userAgent: USER_AGENT,
         ip: session.ip
-      }, now, 100)))
+      }, now)))
     }
     const keys = await keysUnder(redis, prefix)
     const fresh = await memoryOf(redis, keys)

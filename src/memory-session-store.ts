@@ -19,11 +19,14 @@ export class MemorySessionStore implements SessionStore {
     this.#sweeper = setInterval(() => this.sweep(), sweepIntervalMs).unref()
   }
 
-  async create (session: NewSession, now: number, maxSessions: number): Promise<string[]> {
+  async create (session: NewSession): Promise<void> {
     this.#sessions.set(session.id, initialState(session))
     const owned = this.#sessionsByUser.get(session.userId) ?? new Set()
     this.#sessionsByUser.set(session.userId, owned.add(session.id))
-    const others = this.#liveOf(session.userId, now).filter(([id]) => id !== session.id)
+  }
+
+  async trim (userId: string, keptSessionId: string, now: number, maxSessions: number): Promise<string[]> {
+    const others = this.#liveOf(userId, now).filter(([id]) => id !== keptSessionId)
     const excess = others.length + 1 - maxSessions
     if (excess <= 0) return []
     const leastRecentlyUsed = others.sort(([, a], [, b]) => a.lastUsedAt - b.lastUsedAt).slice(0, excess)

@@ -124,13 +124,12 @@ if tonumber(s[5] or '0') < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'c
 return 1
 `
 
-/** Adds a session to its user's index, keeps the index alive as long as its longest session, and answers its size. */
+/** Adds a session to its user's index, and keeps the index alive as long as its longest session. */
 const INDEX_SCRIPT = `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 local remaining = tonumber(ARGV[2]) - tonumber(ARGV[3])
 if redis.call('PTTL', KEYS[1]) < remaining then redis.call('PEXPIRE', KEYS[1], remaining) end
-return redis.call('ZCARD', KEYS[1])
 `
 
 /** Redis's default hash-max-listpack-value: a longer value turns the whole hash into a hashtable. */
@@ -160,7 +159,7 @@ function userAgentFields (userAgent: string): Record<string, string> {
 }
 
 interface SessionScripts {
-  authIndexSession(key: string, sessionId: string, absoluteExpiresAt: string, now: string): Promise<number>
+  authIndexSession(key: string, sessionId: string, absoluteExpiresAt: string, now: string): Promise<null>
   authRefreshSession(key: string, ...args: string[]): Promise<string[]>
   authRevokeSession(key: string, now: string, generation: string, tombstoneMs: string): Promise<string | null>
   authStampSession(key: string, credentialVersion: string, now: string): Promise<number>
@@ -201,12 +200,12 @@ export class RedisSessionStore implements SessionStore {
     return `${this.#prefix}user:{${userId}}:sessions`
   }
 
-  async create (session: NewSession, now: number, maxSessions: number): Promise<string[]> {
+  async create (session: NewSession, now: number): Promise<void> {
     const state = initialState(session)
     const key = this.sessionKey(session.id)
     // Indexed first: a session that exists is always found by logout-all (the
     // two keys may live on different Cluster nodes, so no single transaction).
-    const indexed = await this.#call(() => this.#scripts.authIndexSession(
+    await this.#call(() => this.#scripts.authIndexSession(
       this.userIndexKey(session.userId), session.id, String(state.absoluteExpiresAt), String(now)))
     await this.#call(() => transaction(this.redis.multi()
       .hset(key, {
@@ -222,10 +221,16 @@ export class RedisSessionStore implements SessionStore {
         h: session.tokenHash
       })
       .pexpire(key, Math.max(1, expiresAt(state) - now))))
+  }
+
+  async trim (userId: string, keptSessionId: string, now: number, maxSessions: number): Promise<string[]> {
+    const indexKey = this.userIndexKey(userId)
+    const [indexed, keptScore] = await this.#call(() => Promise.all([this.redis.zcard(indexKey), this.redis.zscore(indexKey, keptSessionId)]))
     // The index also holds sessions that ended early (idle, revoked elsewhere): read them only when it may be over.
     if (indexed <= maxSessions) return []
-    // Members indexed before this login by more than a write can take, with no session, are gone: dropped.
-    const others = (await this.#live(session.userId, now, state.absoluteExpiresAt - WRITE_IN_FLIGHT_MS)).filter(({ id }) => id !== session.id)
+    // Members indexed before the kept session by more than a write can take, with no session, are gone: dropped.
+    const missingBefore = keptScore === null ? -Infinity : Number(keptScore) - WRITE_IN_FLIGHT_MS
+    const others = (await this.#live(userId, now, missingBefore)).filter(({ id }) => id !== keptSessionId)
     const excess = others.length + 1 - maxSessions
     if (excess <= 0) return []
     const leastRecentlyUsed = others.sort((a, b) => a.lastUsedAt - b.lastUsedAt).slice(0, excess).map(({ id }) => id)

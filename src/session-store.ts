@@ -9,11 +9,12 @@
  * time.
  */
 export interface SessionStore {
+  create(session: NewSession, now: number): Promise<void>
   /**
-   * Stores a new session. When its user then holds more than `maxSessions`
-   * live sessions, the least recently used others are revoked; answers their ids.
+   * When the user holds more than `maxSessions` live sessions, revokes the
+   * least recently used ones but `keptSessionId`; answers their ids.
    */
-  create(session: NewSession, now: number, maxSessions: number): Promise<string[]>
+  trim(userId: string, keptSessionId: string, now: number, maxSessions: number): Promise<string[]>
   refresh(attempt: RefreshAttempt): Promise<RefreshOutcome>
   /**
    * Revokes a live session; with `presented`, only if that generation was

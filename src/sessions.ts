@@ -74,7 +74,7 @@ export class SessionService {
     const absoluteExpiresAt = now + policy.sessionMaxAge * 1000
     const idleExpiresAt = Math.min(now + policy.refreshTokenTtl * 1000, absoluteExpiresAt)
     const secret = newRefreshSecret()
-    const ended = await store.create({
+    await store.create({
       id: sessionId,
       userId: user.id,
       tokenHash: hashSecret(secret),
@@ -84,8 +84,7 @@ export class SessionService {
       absoluteExpiresAt,
       userAgent: client.userAgent,
       ip: client.ip
-    }, now, policy.maxSessionsPerUser)
-    await Promise.all(ended.map((id) => this.deps.revocations.revokeSession(id)))
+    }, now)
     // Read after the session exists: a credential change either shows here, or lists this session and ends it.
     const current = await users.fresh(user.id)
     if (current === undefined || current.credentialVersion !== user.credentialVersion) {
@@ -93,6 +92,9 @@ export class SessionService {
       await store.revoke(sessionId, clock.now())
       throw new ServiceError('INVALID_CREDENTIALS')
     }
+    // Only a login that stands makes room for itself.
+    const ended = await store.trim(user.id, sessionId, now, policy.maxSessionsPerUser)
+    await Promise.all(ended.map((id) => this.deps.revocations.revokeSession(id)))
     return this.#pair(user.id, sessionId, refreshTokenOf(familyId, 0, idleExpiresAt, secret), idleExpiresAt, now)
   }
 

@@ -11,7 +11,7 @@ import { RedisSessionStore } from '../src/redis-session-store.js'
 import type { RevocationEvent } from '../src/revocation-list.js'
 import { FakeClock, fastPasswordHasher, testConfig, testDatabase } from './helpers.js'
 import { ClusterUnsupportedError, startLocalRedisCluster, type LocalRedisCluster } from './local-redis-cluster.js'
-import { MAX_SESSIONS, T0, newSession, sessionStoreSuite } from './store-suite.js'
+import { T0, newSession, sessionStoreSuite } from './store-suite.js'
 
 /*
  * The service on a Redis Cluster (REDIS_CLUSTER=true): a local three-node
@@ -76,7 +76,7 @@ t.test('RedisSessionStore on a Redis Cluster', { skip }, async (t) => {
   t.test('sessions spread over the nodes, each session on one node', async (t) => {
     const store = new RedisSessionStore(client, { prefix: uniquePrefix() })
     const sessions = Array.from({ length: 30 }, () => newSession())
-    await Promise.all(sessions.map((session) => store.create(session, T0, MAX_SESSIONS)))
+    await Promise.all(sessions.map((session) => store.create(session, T0)))
     const masters = client.nodes('master')
     t.equal(masters.length, 3, 'three masters')
     const holders = new Set<number>()

@@ -8,7 +8,7 @@ import { hashSecret, newRefreshSecret, sealSuccessor } from '../src/refresh-toke
 import { GRACE_GENERATIONS } from '../src/session-store.js'
 import { FakeClock, TEST_REDIS_URL, testRedis } from './helpers.js'
 import {
-  DAY, HOUR, MAX_SESSIONS, MINUTE, SECOND, T0, attempt, newSession, randomHash, sessionStoreSuite, successor
+  DAY, HOUR, MINUTE, SECOND, T0, attempt, newSession, randomHash, sessionStoreSuite, successor
 } from './store-suite.js'
 
 async function memoryStore (t: Test, clock = new FakeClock(T0)): Promise<MemorySessionStore> {
@@ -33,7 +33,7 @@ t.test('MemorySessionStore', async (t) => {
     const short = newSession({ idleExpiresAt: T0 + HOUR })
     const medium = newSession({ idleExpiresAt: T0 + DAY })
     const long = newSession()
-    for (const session of [short, medium, long]) await store.create(session, T0, MAX_SESSIONS)
+    for (const session of [short, medium, long]) await store.create(session)
     t.equal(store.size, 3)
 
     store.sweep(T0 + HOUR - 1)
@@ -50,7 +50,7 @@ t.test('MemorySessionStore', async (t) => {
   t.test('revoked sessions are kept until they expire, then swept', async (t) => {
     const store = await memoryStore(t)
     const session = newSession({ idleExpiresAt: T0 + HOUR })
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session)
     await store.revoke(session.id, T0 + MINUTE)
     store.sweep(T0 + 2 * MINUTE)
     t.equal(store.size, 1, 'still there to answer revoked')
@@ -61,12 +61,12 @@ t.test('MemorySessionStore', async (t) => {
   t.test('an expired session is dropped when touched', async (t) => {
     const store = await memoryStore(t)
     const session = newSession({ idleExpiresAt: T0 + HOUR })
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session)
     await store.refresh(attempt(session, 0, session.tokenHash, T0 + HOUR))
     t.equal(store.size, 0, 'by refresh')
 
     const other = newSession({ idleExpiresAt: T0 + HOUR })
-    await store.create(other, T0, MAX_SESSIONS)
+    await store.create(other)
     t.equal(await store.revoke(other.id, T0 + HOUR), undefined, 'revoke of an expired session does nothing')
     t.equal(store.size, 0, 'by revoke')
   })
@@ -115,7 +115,7 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
       t.ok(ttl > remaining - MINUTE, `${step}: the session's TTL ${ttl} follows its remaining ${remaining} ms`)
     }
 
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
     await check('after create', 14 * DAY)
 
     const next = successor()
@@ -133,7 +133,7 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
   t.test('reuse detection keeps the TTL', async (t) => {
     const { store, redis, prefix } = await redisStore(t)
     const session = newSession()
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
     t.equal((await store.refresh(attempt(session, 0, session.tokenHash, T0, { successor: successor() }))).result, 'refreshed')
     t.equal((await store.refresh(attempt(session, 0, session.tokenHash, T0 + HOUR))).result, 'reused')
     const ttl = await redis.pttl(store.sessionKey(session.id))
@@ -145,7 +145,7 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
     const { store, redis } = await redisStore(t)
     const secret = randomBytes(32).toString('base64url')
     const session = newSession({ tokenHash: hashSecret(secret) })
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
 
     const next = newRefreshSecret()
     const sealed = sealSuccessor(secret, next)
@@ -168,7 +168,7 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
     const [limit] = (await redis.config('GET', 'hash-max-listpack-value') as string[]).slice(1)
     // A user agent as long as the routes keep (256 characters), of two-byte characters.
     const session = newSession({ userAgent: 'é'.repeat(256), ip: '2001:db8:85a3:1234:5678:8a2e:370:7334' })
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
     let current = session.tokenHash
     for (let rotation = 1; rotation <= 2 * GRACE_GENERATIONS; rotation++) {
       const next = { hash: hashSecret(newRefreshSecret()), sealed: sealSuccessor(newRefreshSecret(), newRefreshSecret()) }
@@ -186,7 +186,7 @@ t.test('RedisSessionStore', { skip: redisSkip }, async (t) => {
   t.test('keys live under the configured prefix only', async (t) => {
     const { store, redis, prefix } = await redisStore(t)
     const session = newSession({ tokenHash: randomHash() })
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
     t.ok(store.sessionKey(session.id).startsWith(prefix))
     t.equal(await redis.exists(store.sessionKey(session.id)), 1)
     const other = await redisStore(t)

@@ -632,4 +632,16 @@ t.test('credential versions: a session opened or kept under an older one is over
     t.strictSame((await service.list(USER.id, '')).map(({ id }) => id), [sessionOf(caller.refreshToken)], 'only the caller\'s session is live')
     t.ok(await service.refresh(caller.refreshToken, CLIENT, log), 'and it goes on')
   })
+
+  t.test('a login refused for a credential change makes no room for itself: the per-user limit ends nothing', async (t) => {
+    const { service, log, facts } = setup(t, { maxSessionsPerUser: 1 })
+    const caller = await service.open(USER, CLIENT)
+    await service.changeCredentials(USER, sessionOf(caller.refreshToken), async () => {
+      facts.set(USER.id, { credentialVersion: 1 })
+      return 1
+    })
+    // Its password was checked under version 0, before the change.
+    await failsWith(t, service.open(USER, CLIENT), 'INVALID_CREDENTIALS', 'the stale login')
+    t.ok(await service.refresh(caller.refreshToken, CLIENT, log), 'the caller\'s session, the only one allowed, goes on')
+  })
 })

@@ -22,8 +22,6 @@ export const IDLE_TTL = 14 * DAY
 export const MAX_AGE = 90 * DAY
 export const GRACE = 10 * SECOND
 export const LOGIN_IP = '203.0.113.7'
-/** Generous: only the test of the per-user limit reaches it. */
-export const MAX_SESSIONS = 100
 
 /** A fresh store for one test; whatever it needs is torn down with `t`. */
 export type StoreFactory = (t: Test) => Promise<SessionStore>
@@ -68,7 +66,7 @@ export function successor (): { hash: string, sealed: string } {
  */
 export async function chain (store: SessionStore, overrides: Partial<NewSession> = {}) {
   const session = newSession(overrides)
-  await store.create(session, session.createdAt, MAX_SESSIONS)
+  await store.create(session, session.createdAt)
   const hashes = [session.tokenHash]
   const sealed: string[] = []
   return {
@@ -130,7 +128,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
   t.test('refresh without rotation: the same token keeps working and the idle expiry moves forward', async (t) => {
     const store = await makeStore(t)
     const session = newSession()
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
 
     for (const day of [1, 10, 20, 33]) {
       // Day 20 and 33 are past the original idle expiry (day 14): only extension keeps it alive.
@@ -254,7 +252,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     const store = await makeStore(t)
     const userAgent = 'Mozilla/5.0 (X11; Linux x86_64) ÄÖÜ ñ é ' + 'ÿ'.repeat(100) + ' Safari/537.36 '.repeat(5)
     const session = newSession({ userAgent })
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
     t.strictSame((await store.list(session.userId, T0 + 1)).map((listed) => listed.userAgent), [userAgent])
   })
 
@@ -262,7 +260,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
   async function race (t: Test, graceMs?: number) {
     const store = await makeStore(t)
     const session = newSession()
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
     const now = T0 + MINUTE
     const successors = Array.from({ length: 20 }, () => successor())
     const outcomes = await Promise.all(successors.map((next) =>
@@ -307,7 +305,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
   t.test('an unknown session answers unknown and revokes nothing', async (t) => {
     const store = await makeStore(t)
     const session = newSession()
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
     const now = T0 + MINUTE
     t.strictSame(await store.refresh(attempt(newSession(), 0, session.tokenHash, now, { successor: successor() })), { result: 'unknown' },
       'a session that was never created')
@@ -319,8 +317,8 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     const idle = HOUR
     const lapsed = newSession({ idleExpiresAt: T0 + idle })
     const alive = newSession({ idleExpiresAt: T0 + idle })
-    await store.create(lapsed, T0, MAX_SESSIONS)
-    await store.create(alive, T0, MAX_SESSIONS)
+    await store.create(lapsed, T0)
+    await store.create(alive, T0)
 
     const justInTime = await store.refresh(attempt(alive, 0, alive.tokenHash, T0 + idle - 1, { successor: successor() }))
     t.equal(justInTime.result, 'refreshed', 'one millisecond before the idle expiry')
@@ -347,7 +345,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
 
     // Created with an idle expiry beyond the absolute one: capped from the start.
     const capped = newSession({ idleExpiresAt: T0 + 30 * DAY, absoluteExpiresAt: T0 + 5 * DAY })
-    await store.create(capped, T0, MAX_SESSIONS)
+    await store.create(capped, T0)
     const late = await store.refresh(attempt(capped, 0, capped.tokenHash, T0 + 5 * DAY))
     t.ok(late.result === 'expired' || late.result === 'unknown', `a session created with idle > absolute ends at absolute: ${late.result}`)
   })
@@ -369,7 +367,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     t.equal(await store.revoke(session.id, now + 3, { generation: 2 }), undefined, 'revoked once: nothing more to revoke')
 
     const other = newSession()
-    await store.create(other, T0, MAX_SESSIONS)
+    await store.create(other, T0)
     t.equal(await store.revoke(other.id, now, { generation: 0 }), other.userId, 'the current token revokes')
     t.strictSame(await store.refresh(attempt(other, 0, other.tokenHash, now + 1)), { result: 'revoked', userId: other.userId })
   })
@@ -377,7 +375,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
   t.test('revoke without a token revokes a live session once, and answers its user', async (t) => {
     const store = await makeStore(t)
     const session = newSession()
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
     const now = T0 + MINUTE
 
     t.equal(await store.revoke(session.id, now), session.userId)
@@ -391,7 +389,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
   t.test('get: one live session and its owner', async (t) => {
     const store = await makeStore(t)
     const session = newSession({ userAgent: 'phone', ip: '198.51.100.1' })
-    await store.create(session, T0, MAX_SESSIONS)
+    await store.create(session, T0)
     t.strictSame(await store.get(session.id, T0 + 1), {
       id: session.id,
       userId: session.userId,
@@ -437,7 +435,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     const newest = newSession({ userId, createdAt: T0 + 2 * SECOND })
     const stranger = newSession({ createdAt: T0 })
     // Created out of order: the listing sorts by creation time.
-    for (const session of [newest, stranger, oldest, middle]) await store.create(session, session.createdAt, MAX_SESSIONS)
+    for (const session of [newest, stranger, oldest, middle]) await store.create(session, session.createdAt)
 
     const now = T0 + MINUTE
     t.strictSame(await store.list(userId, now), [oldest, middle, newest].map((session) => ({
@@ -460,7 +458,7 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     t.strictSame((await store.list(userId, later)).map(({ id }) => id), [middle.id], 'a revoked session is not listed')
 
     const another = newSession({ userId, createdAt: later })
-    await store.create(another, later, MAX_SESSIONS)
+    await store.create(another, later)
     t.strictSame((await store.revokeAll(userId, later, another.id)).sort(), [middle.id], 'all but the caller\'s, only live ones')
     t.strictSame((await store.list(userId, later)).map(({ id }) => id), [another.id])
     t.equal((await store.refresh(attempt(middle, 1, randomHash(), later + 1))).result, 'revoked')
@@ -472,25 +470,29 @@ export function sessionStoreSuite (t: Test, makeStore: StoreFactory): void {
     t.equal((await store.refresh(attempt(stranger, 0, stranger.tokenHash, later + 1))).result, 'refreshed', 'another user is unaffected')
   })
 
-  t.test('the per-user limit: a session past it ends the least recently used others', async (t) => {
+  t.test('trim: past the per-user limit, the least recently used others end', async (t) => {
     const store = await makeStore(t)
     const userId = randomUUID()
     const limit = 3
+    /** Creates the session and trims for it, as a login does. */
+    const open = async (session: NewSession, max = limit): Promise<string[]> => {
+      await store.create(session, session.createdAt)
+      return await store.trim(session.userId, session.id, session.createdAt, max)
+    }
     const sessions = [0, 1, 2].map((index) => newSession({ userId, createdAt: T0 + index * SECOND }))
-    for (const session of sessions) t.strictSame(await store.create(session, session.createdAt, limit), [], 'within the limit')
+    for (const session of sessions) t.strictSame(await open(session), [], 'within the limit')
     // The oldest is used most recently: the least recently used is now the second.
     t.equal((await store.refresh(attempt(sessions[0]!, 0, sessions[0]!.tokenHash, T0 + MINUTE))).result, 'refreshed')
 
     const fourth = newSession({ userId, createdAt: T0 + 2 * MINUTE })
-    t.strictSame(await store.create(fourth, fourth.createdAt, limit), [sessions[1]!.id], 'the least recently used one ended')
+    t.strictSame(await open(fourth), [sessions[1]!.id], 'the least recently used one ended')
     t.strictSame((await store.list(userId, T0 + 2 * MINUTE)).map(({ id }) => id), [sessions[0]!.id, sessions[2]!.id, fourth.id])
     t.strictSame(await store.refresh(attempt(sessions[1]!, 0, sessions[1]!.tokenHash, T0 + 3 * MINUTE)), { result: 'revoked', userId })
+    t.strictSame(await store.trim(userId, fourth.id, T0 + 3 * MINUTE, limit), [], 'at the limit: nothing more')
 
     const fifth = newSession({ userId, createdAt: T0 + 4 * MINUTE })
-    t.strictSame(await store.create(fifth, fifth.createdAt, 2), [sessions[2]!.id, sessions[0]!.id],
-      'a lower limit ends as many as it takes, least recently used first')
+    t.strictSame(await open(fifth, 2), [sessions[2]!.id, sessions[0]!.id], 'a lower limit ends as many as it takes, least recently used first')
     t.equal((await store.list(userId, T0 + 4 * MINUTE)).length, 2)
-    const other = newSession({ createdAt: T0 + 5 * MINUTE })
-    t.strictSame(await store.create(other, other.createdAt, 1), [], 'another user\'s sessions do not count')
+    t.strictSame(await open(newSession({ createdAt: T0 + 5 * MINUTE }), 1), [], 'another user\'s sessions do not count')
   })
 }
