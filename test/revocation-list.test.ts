@@ -96,3 +96,30 @@ t.test('revocations go through the feed and come back from it', async (t) => {
   await list.close()
   t.equal(closed, true, 'closing the list closes the feed')
 })
+
+t.test('changed users reach the listener, from this instance and others; a resync reaches it too', async (t) => {
+  const published: RevocationEvent[] = []
+  let deliver: ((event: RevocationEvent) => void) | undefined
+  let resync: (() => void) | undefined
+  const feed: RevocationFeed = {
+    async publish (event) { published.push(event) },
+    async start (callback, resynced) {
+      deliver = callback
+      resync = resynced
+    },
+    async close () {}
+  }
+  const changed: string[] = []
+  let resyncs = 0
+  const clock = new FakeClock()
+  const list = new RevocationList(clock, TTL, feed, { changed: (userId) => changed.push(userId), resynced: () => { resyncs += 1 } })
+  await list.listen()
+
+  await list.userChanged('mine')
+  t.strictSame(published, [{ changedUserId: 'mine', until: clock.now() + TTL }], 'published to the other instances')
+  deliver!({ changedUserId: 'theirs', until: clock.now() + TTL })
+  t.strictSame(changed, ['mine', 'theirs'], 'heard here and from the others')
+  t.equal(list.size, 0, 'a changed user revokes no access token by itself')
+  resync!()
+  t.equal(resyncs, 1, 'a reconnect tells the listener it may have missed changes')
+})
