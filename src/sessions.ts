@@ -86,7 +86,14 @@ export class SessionService {
       ip: client.ip
     }, now)
     // Read after the session exists: a credential change either shows here, or lists this session and ends it.
-    const current = await users.fresh(user.id)
+    let current: UserFacts | undefined
+    try {
+      current = await users.fresh(user.id)
+    } catch (error) {
+      // Not left behind as a session nobody holds. Best effort: the database's failure is the one to answer.
+      await store.revoke(sessionId, clock.now()).catch(() => undefined)
+      throw error
+    }
     if (current === undefined || current.credentialVersion !== user.credentialVersion) {
       // No token of it was handed out: ending it in the store is enough.
       await store.revoke(sessionId, clock.now())

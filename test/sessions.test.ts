@@ -48,6 +48,8 @@ function setup (t: Test, policy: Partial<SessionPolicy> = {}) {
   // The users' facts as the database holds them; `reads` counts how the service asks for them.
   const facts = new Map<string, UserFacts>([[USER.id, { credentialVersion: 0 }], [STRANGER.id, { credentialVersion: 0 }]])
   const reads = { get: 0, fresh: 0 }
+  /** Set to make reading the user afresh fail, as when the database is down. */
+  const outage: { error?: Error } = {}
   /** Set to hold SessionService.open between creating its session and reading the user afresh. */
   const gate: { hold?: Promise<void> } = {}
   const users = {
@@ -58,6 +60,7 @@ function setup (t: Test, policy: Partial<SessionPolicy> = {}) {
     fresh: async (userId: string) => {
       reads.fresh += 1
       await gate.hold
+      if (outage.error !== undefined) throw outage.error
       return facts.get(userId)
     }
   }
@@ -75,7 +78,7 @@ function setup (t: Test, policy: Partial<SessionPolicy> = {}) {
   })
   const calls: LogCall[] = []
   const log = { warn: (details: object, message: string) => { calls.push({ details: details as Record<string, unknown>, message }) } }
-  return { clock, store, revocations, service, issued, log, calls, facts, reads, gate }
+  return { clock, store, revocations, service, issued, log, calls, facts, reads, gate, outage }
 }
 
 /** Awaits `promise` expecting a ServiceError with `code`. */
@@ -631,6 +634,13 @@ t.test('credential versions: a session opened or kept under an older one is over
     await failsWith(t, login, 'INVALID_CREDENTIALS', 'the login')
     t.strictSame((await service.list(USER.id, '')).map(({ id }) => id), [sessionOf(caller.refreshToken)], 'only the caller\'s session is live')
     t.ok(await service.refresh(caller.refreshToken, CLIENT, log), 'and it goes on')
+  })
+
+  t.test('a login whose user cannot be read afresh fails, and leaves no session behind', async (t) => {
+    const { service, outage } = setup(t)
+    outage.error = new ServiceError('STORE_UNAVAILABLE')
+    await failsWith(t, service.open(USER, CLIENT), 'STORE_UNAVAILABLE', 'the database\'s failure is the answer')
+    t.strictSame(await service.list(USER.id, ''), [], 'no session nobody holds')
   })
 
   t.test('a login refused for a credential change makes no room for itself: the per-user limit ends nothing', async (t) => {
