@@ -277,7 +277,7 @@ export class RedisSessionStore implements SessionStore {
     const userId = await this.#call(() => this.#scripts.authRevokeSession(this.sessionKey(sessionId), String(now),
       presented === undefined ? '' : String(presented.generation), ''))
     if (userId === null) return undefined
-    await this.#call(() => this.redis.zrem(this.userIndexKey(userId), sessionId))
+    await this.#unindex(userId, [sessionId])
     return userId
   }
 
@@ -299,7 +299,7 @@ export class RedisSessionStore implements SessionStore {
     const ids = (await this.#call(() => this.redis.zrangebyscore(indexKey, now, '+inf'))).filter((id) => id !== exceptSessionId)
     const results = await this.#call(() => Promise.all(ids.map((id) =>
       this.#scripts.authRevokeSession(this.sessionKey(id), String(now), '', String(WRITE_IN_FLIGHT_MS)))))
-    if (ids.length > 0) await this.#call(() => this.redis.zrem(indexKey, ...ids))
+    await this.#unindex(userId, ids)
     return ids.filter((_id, index) => results[index] !== null)
   }
 
@@ -332,8 +332,17 @@ export class RedisSessionStore implements SessionStore {
       if (row.u === userId && isLiveRow(row, now)) sessions.push(infoOf(id, row))
       else if (row.u !== undefined || Number(members[2 * index + 1]) < missingBefore) ended.push(id)
     })
-    if (ended.length > 0) await this.#call(() => this.redis.zrem(indexKey, ...ended))
+    await this.#unindex(userId, ended)
     return sessions
+  }
+
+  /**
+   * Drops ended sessions from their user's index. Best effort: a member left
+   * behind is dropped by a later read, while a failure here, once sessions
+   * are revoked, would keep their revocation from being published.
+   */
+  async #unindex (userId: string, sessionIds: string[]): Promise<void> {
+    if (sessionIds.length > 0) await this.redis.zrem(this.userIndexKey(userId), ...sessionIds).catch(() => undefined)
   }
 
   async #read (ids: string[]): Promise<SessionRow[]> {
