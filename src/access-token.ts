@@ -23,13 +23,18 @@ export interface AccessTokenClaims {
   token_use: typeof TOKEN_USE
 }
 
+/** Seconds an access token issued at `now` lives: `ttlSeconds`, cut short by `notAfter` (its session's end, ms). */
+export function accessTokenLifetime (now: number, ttlSeconds: number, notAfter: number): number {
+  return Math.max(0, Math.min(ttlSeconds, Math.floor(notAfter / 1000) - Math.floor(now / 1000)))
+}
+
 /** The claims of a new access token: it expires `ttlSeconds` after `now`, or at `notAfter` (its session's end, ms) if sooner. */
 export function accessTokenClaims (
   { userId, sessionId, now, ttlSeconds, notAfter, issuer, audience }:
   { userId: string, sessionId: string, now: number, ttlSeconds: number, notAfter: number, issuer: string, audience: string }
 ): AccessTokenClaims {
   const iat = Math.floor(now / 1000)
-  const exp = Math.min(iat + ttlSeconds, Math.floor(notAfter / 1000))
+  const exp = iat + accessTokenLifetime(now, ttlSeconds, notAfter)
   return { sub: userId, sid: sessionId, jti: randomUUID(), iat, exp, iss: issuer, aud: audience, token_use: TOKEN_USE }
 }
 

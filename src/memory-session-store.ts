@@ -1,6 +1,6 @@
 import type { Clock } from './clock.js'
 import {
-  decideRefresh, expiresAt, initialState, isLive, isRevocableWith, revokeState, sessionInfo,
+  beyondLimit, decideRefresh, expiresAt, initialState, isLive, isRevocableWith, revokeState, sessionInfo,
   type NewSession, type RefreshAttempt, type RefreshOutcome, type SessionInfo, type SessionState, type SessionStore
 } from './session-store.js'
 
@@ -26,12 +26,10 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async trim (userId: string, keptSessionId: string, now: number, maxSessions: number): Promise<string[]> {
-    const others = this.#liveOf(userId, now).filter(([id]) => id !== keptSessionId)
-    const excess = others.length + 1 - maxSessions
-    if (excess <= 0) return []
-    const leastRecentlyUsed = others.sort(([, a], [, b]) => a.lastUsedAt - b.lastUsedAt).slice(0, excess)
-    for (const [, state] of leastRecentlyUsed) revokeState(state)
-    return leastRecentlyUsed.map(([id]) => id)
+    const others = this.#liveOf(userId, now).filter(([id]) => id !== keptSessionId).map(([id, state]) => ({ id, state, lastUsedAt: state.lastUsedAt }))
+    const ended = beyondLimit(others, maxSessions)
+    for (const { state } of ended) revokeState(state)
+    return ended.map(({ id }) => id)
   }
 
   async refresh (attempt: RefreshAttempt): Promise<RefreshOutcome> {
@@ -44,15 +42,14 @@ export class MemorySessionStore implements SessionStore {
 
   async revoke (sessionId: string, now: number, presented?: { generation: number }): Promise<string | undefined> {
     const state = this.#live(sessionId, now)
-    if (state === undefined || !isLive(state, now) || !isRevocableWith(state, presented)) return undefined
+    if (state === undefined || !isRevocableWith(state, presented)) return undefined
     revokeState(state)
     return state.userId
   }
 
   async get (sessionId: string, now: number): Promise<(SessionInfo & { userId: string }) | undefined> {
     const state = this.#live(sessionId, now)
-    if (state === undefined || !isLive(state, now)) return undefined
-    return { ...sessionInfo(sessionId, state), userId: state.userId }
+    return state === undefined ? undefined : { ...sessionInfo(sessionId, state), userId: state.userId }
   }
 
   async list (userId: string, now: number): Promise<SessionInfo[]> {
@@ -73,7 +70,7 @@ export class MemorySessionStore implements SessionStore {
 
   async stamp (sessionId: string, credentialVersion: number, now: number): Promise<void> {
     const state = this.#live(sessionId, now)
-    if (state !== undefined && isLive(state, now)) state.credentialVersion = Math.max(state.credentialVersion, credentialVersion)
+    if (state !== undefined) state.credentialVersion = Math.max(state.credentialVersion, credentialVersion)
   }
 
   async ping (): Promise<void> {}
@@ -95,21 +92,21 @@ export class MemorySessionStore implements SessionStore {
     }
   }
 
-  /** The session unless it has expired (revoked ones included); an expired one is dropped. */
+  /** The session if it is live (neither revoked nor expired); an expired one is dropped. */
   #live (sessionId: string, now: number): SessionState | undefined {
     const state = this.#sessions.get(sessionId)
     if (state !== undefined && now >= expiresAt(state)) {
       this.#delete(sessionId, state)
       return undefined
     }
-    return state
+    return state !== undefined && isLive(state, now) ? state : undefined
   }
 
   #liveOf (userId: string, now: number): Array<[string, SessionState]> {
     const live: Array<[string, SessionState]> = []
     for (const id of this.#sessionsByUser.get(userId) ?? []) {
       const state = this.#live(id, now)
-      if (state !== undefined && isLive(state, now)) live.push([id, state])
+      if (state !== undefined) live.push([id, state])
     }
     return live
   }

@@ -2,7 +2,7 @@ import type { Cluster, Redis } from 'ioredis'
 import { transaction } from './redis-client.js'
 import { storeUnavailable } from './errors.js'
 import {
-  GRACE_GENERATIONS, SPENT_HASH_LENGTH, initialState, expiresAt,
+  GRACE_GENERATIONS, SPENT_HASH_LENGTH, beyondLimit, initialState, expiresAt,
   type NewSession, type RefreshAttempt, type RefreshOutcome, type SessionInfo, type SessionStore
 } from './session-store.js'
 
@@ -231,11 +231,9 @@ export class RedisSessionStore implements SessionStore {
     // Members indexed before the kept session by more than a write can take, with no session, are gone: dropped.
     const missingBefore = keptScore === null ? -Infinity : Number(keptScore) - WRITE_IN_FLIGHT_MS
     const others = (await this.#live(userId, now, missingBefore)).filter(({ id }) => id !== keptSessionId)
-    const excess = others.length + 1 - maxSessions
-    if (excess <= 0) return []
-    const leastRecentlyUsed = others.sort((a, b) => a.lastUsedAt - b.lastUsedAt).slice(0, excess).map(({ id }) => id)
-    const owners = await Promise.all(leastRecentlyUsed.map((id) => this.revoke(id, now)))
-    return leastRecentlyUsed.filter((_id, index) => owners[index] !== undefined)
+    const ended = beyondLimit(others, maxSessions).map(({ id }) => id)
+    const owners = await Promise.all(ended.map((id) => this.revoke(id, now)))
+    return ended.filter((_id, index) => owners[index] !== undefined)
   }
 
   async refresh (attempt: RefreshAttempt): Promise<RefreshOutcome> {

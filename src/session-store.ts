@@ -180,10 +180,10 @@ export function sessionInfo (id: string, state: SessionState): SessionInfo {
   }
 }
 
-/** The spent generation a token names, if its secret matches and its grace is not over. */
-function inGrace (state: SessionState, { generation, hash }: PresentedToken, now: number, graceMs: number): SpentGeneration | undefined {
+/** Whether a token names a spent generation still in its grace, with that generation's secret. */
+function inGrace (state: SessionState, { generation, hash }: PresentedToken, now: number, graceMs: number): boolean {
   const spent = state.spent.find((entry) => entry.generation === generation)
-  return spent !== undefined && spent.hash === spentHash(hash) && now - spent.rotatedAt < graceMs ? spent : undefined
+  return spent !== undefined && spent.hash === spentHash(hash) && now - spent.rotatedAt < graceMs
 }
 
 /**
@@ -223,7 +223,7 @@ export function decideRefresh (state: SessionState, attempt: RefreshAttempt): Re
     return { result: 'refreshed', ...liveFacts(state) }
   }
 
-  if (inGrace(state, attempt, attempt.now, attempt.graceMs) !== undefined) {
+  if (inGrace(state, attempt, attempt.now, attempt.graceMs)) {
     if (boundElsewhere) return { result: 'ip-mismatch', userId }
     const sealedChain = state.spent
       .filter((entry) => entry.generation >= attempt.generation)
@@ -244,6 +244,15 @@ function liveFacts (state: SessionState): LiveSessionFacts {
     idleExpiresAt: state.idleExpiresAt,
     absoluteExpiresAt: state.absoluteExpiresAt
   }
+}
+
+/**
+ * Of a user's other live sessions, those a new one leaves over `maxSessions`:
+ * the least recently used first.
+ */
+export function beyondLimit<T extends { lastUsedAt: number }> (others: T[], maxSessions: number): T[] {
+  const excess = others.length + 1 - maxSessions
+  return excess <= 0 ? [] : [...others].sort((a, b) => a.lastUsedAt - b.lastUsedAt).slice(0, excess)
 }
 
 /** Marks the session revoked and forgets every token hash it held. */

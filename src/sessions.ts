@@ -1,3 +1,4 @@
+import { accessTokenLifetime } from './access-token.js'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
 import { ServiceError } from './errors.js'
@@ -236,8 +237,7 @@ export class SessionService {
       accessToken: this.deps.issueAccessToken(userId, sessionId, sessionExpiresAt),
       refreshToken,
       tokenType: 'Bearer',
-      // The access token's lifetime, cut short (as its exp is) by the session's end.
-      expiresIn: Math.max(0, Math.min(policy.accessTokenTtl, Math.floor(sessionExpiresAt / 1000) - Math.floor(now / 1000))),
+      expiresIn: accessTokenLifetime(now, policy.accessTokenTtl, sessionExpiresAt),
       refreshExpiresIn: Math.max(0, Math.floor((sessionExpiresAt - now) / 1000))
     }
   }

@@ -141,22 +141,18 @@ export class UserRepository {
     try {
       return await query()
     } catch (error) {
-      throw storeUnavailable(withoutParameters(error))
+      throw storeUnavailable(driverError(error))
     }
   }
 }
 
 /**
- * A failed query as it may be logged: the driver's error, without the
- * statement's parameters, which hold emails and password hashes (drizzle and
- * PGlite both put them in their errors).
+ * The driver's own error of a failed query: drizzle wraps it in one whose
+ * message quotes the statement and its parameters (emails, password hashes).
+ * storeUnavailable then keeps only what may be logged of it (describeStoreError).
  */
-export function withoutParameters (error: unknown): Error {
-  const cause = error instanceof DrizzleQueryError && error.cause !== undefined ? error.cause : error
-  const described = new Error(cause instanceof Error ? cause.message : 'query failed')
-  const code = (cause as { code?: unknown } | undefined)?.code
-  if (typeof code === 'string') Object.assign(described, { code })
-  return described
+function driverError (error: unknown): unknown {
+  return error instanceof DrizzleQueryError && error.cause !== undefined ? error.cause : error
 }
 
 function toUser (row: UserRow): User {
