@@ -1,13 +1,13 @@
 import { createInterface } from 'node:readline'
 import { availableParallelism } from 'node:os'
 import { hash, verify } from '@node-rs/argon2'
-import { OWASP_ARGON2ID, defaultHashingQueue } from '../src/passwords.js'
+import { OWASP_ARGON2ID, defaultHashingLimits } from '../src/passwords.js'
 
 /*
  * The hashing limit: how many argon2id verifications per second this CPU
  * allows with the service's parameters (src/passwords.ts OWASP_ARGON2ID) and
- * the service's concurrency (defaultHashingQueue: min(available CPUs, libuv
- * threads)), with nothing else in the way. A login is one verification (one
+ * the service's concurrency (defaultHashingLimits: one hashing thread per
+ * available CPU), with nothing else in the way. A login is one verification (one
  * hash computation), so this is the most logins per second the service could
  * answer. Run by bench/run.ts in a child pinned like the service; it warms
  * up, prints "ready <concurrency>", then answers each "measure <ms>" line on stdin with one
@@ -28,7 +28,7 @@ export interface HashLimitResult {
 }
 
 const password = 'correct horse battery staple'
-const { concurrency } = defaultHashingQueue()
+const { concurrency } = defaultHashingLimits()
 const stored = await hash(password, OWASP_ARGON2ID)
 const durations: number[] = []
 let measuredMs = 0

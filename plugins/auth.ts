@@ -1,7 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { bearerToken, type AccessTokenClaims } from '../src/access-token.js'
+import type { AccessTokenClaims } from '../src/access-token.js'
 import { ServiceError } from '../src/errors.js'
+import { isDocsRoute } from './shared/docs.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -12,14 +13,6 @@ declare module 'fastify' {
     /** The verified access token's claims; set on every protected route. */
     auth: AccessTokenClaims | null
   }
-}
-
-/** Swagger UI and its assets, registered by @fastify/swagger-ui under this prefix. */
-export const DOCS_PREFIX = '/docs'
-
-/** Whether a route (by its url) is Swagger UI's. */
-export function isDocsRoute (url: string): boolean {
-  return url === DOCS_PREFIX || url.startsWith(`${DOCS_PREFIX}/`)
 }
 
 function isPublic (request: FastifyRequest): boolean {
@@ -39,14 +32,13 @@ async function authPlugin (fastify: FastifyInstance): Promise<void> {
   // Callback style: the hot path of every protected request allocates no promise.
   fastify.addHook('onRequest', function authenticate (request, _reply, done) {
     if (isPublic(request)) return done()
-    try {
-      const claims = fastify.accessTokens.verify(bearerToken(request.headers.authorization))
-      if (fastify.revocations.rejects(claims)) throw new ServiceError('ACCESS_TOKEN_REVOKED')
+    // The request's bearer token, through request.jwtVerify (plugins/jwt.ts).
+    fastify.accessTokens.verify(request, {}, (error, claims) => {
+      if (error !== null) return done(error)
+      if (fastify.revocations.rejects(claims)) return done(new ServiceError('ACCESS_TOKEN_REVOKED'))
       request.auth = claims
       done()
-    } catch (error) {
-      done(error as Error)
-    }
+    })
   })
 }
 

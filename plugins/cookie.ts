@@ -2,15 +2,14 @@ import fastifyCookie from '@fastify/cookie'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { ServiceError } from '../src/errors.js'
-
-export const REFRESH_COOKIE = 'refresh_token'
-/** The cookie goes only to /auth routes: never to the API calls that carry access tokens. */
-export const REFRESH_COOKIE_PATH = '/auth'
+import { REFRESH_COOKIE, REFRESH_COOKIE_PATH } from './shared/refresh-cookie.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** Sent by a browser from an origin that may not use the refresh cookie (see cookiePlugin). */
     foreignOrigin: boolean
+    /** The refresh_token cookie, or undefined when absent or sent from a foreign origin (see refreshCookieOf). */
+    refreshCookie(): string | undefined
   }
   interface FastifyReply {
     setRefreshCookie(token: string, maxAgeSeconds: number): FastifyReply
@@ -33,7 +32,7 @@ const REFRESH_COOKIE_PAIR = new RegExp(`(?:^|;)[ \\t]*${REFRESH_COOKIE}[ \\t]*=`
  * first, and the parser keeps the first. Throws REFRESH_TOKEN_INVALID then, so
  * that neither cookie is used, revoked or cleared.
  */
-export function refreshCookieOf (request: FastifyRequest): string | undefined {
+function refreshCookieOf (request: FastifyRequest): string | undefined {
   if (request.foreignOrigin) return undefined
   if ((request.headers.cookie?.match(REFRESH_COOKIE_PAIR)?.length ?? 0) > 1) {
     throw new ServiceError('REFRESH_TOKEN_INVALID', 'The request carries two refresh_token cookies: neither is used')
@@ -77,6 +76,9 @@ async function cookiePlugin (fastify: FastifyInstance): Promise<void> {
 
   await fastify.register(fastifyCookie)
   fastify.decorateRequest('foreignOrigin', false)
+  fastify.decorateRequest('refreshCookie', function (this: FastifyRequest) {
+    return refreshCookieOf(this)
+  })
   fastify.addHook('preValidation', function ignoreForeignCookie (request, _reply, done) {
     if (crossOrigin(request)) {
       request.foreignOrigin = true

@@ -9,7 +9,7 @@ import { RateLimitedError } from '../src/rate-limited.js'
  * malformed JSON, body size, content type) are mapped into the catalogue, and
  * anything unexpected becomes a logged 500 that reveals nothing.
  */
-export function toServiceError (error: FastifyError): ServiceError {
+function toServiceError (error: FastifyError): ServiceError {
   if (error instanceof ServiceError) return error
   if (error.validation !== undefined) return new ServiceError('VALIDATION_ERROR', error.message)
   switch (error.statusCode) {

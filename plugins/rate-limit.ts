@@ -5,7 +5,7 @@ import fp from 'fastify-plugin'
 import type { Config, RateLimit } from '../src/config.js'
 import { storeUnavailable } from '../src/errors.js'
 import { RateLimitedError } from '../src/rate-limited.js'
-import { errorResponses } from '../src/schemas.js'
+import { errorResponses } from './shared/openapi.js'
 
 /** The rate-limited routes, each naming its policy where it is declared: `config: { rateLimitPolicy: 'login' }`. */
 export type RateLimitPolicy = 'signup' | 'login' | 'refresh' | 'password'
@@ -50,7 +50,7 @@ const SHARED_ADDRESS_FACTOR = 10
  * The limits the configuration sets: login per account as LOGIN_RATE_LIMIT and per
  * address ten times that, signup SIGNUP_RATE_LIMIT, refresh REFRESH_RATE_LIMIT.
  */
-export function defaultRateLimits (
+function defaultRateLimits (
   { loginRateLimit, signupRateLimit, refreshRateLimit }: Pick<Config, 'loginRateLimit' | 'signupRateLimit' | 'refreshRateLimit'>
 ): RateLimitSettings {
   return {

@@ -18,11 +18,16 @@ export interface SessionStorePluginOptions {
 
 /** Sessions in Redis when it is configured, else in this process. */
 async function sessionStorePlugin (fastify: FastifyInstance, options: SessionStorePluginOptions): Promise<void> {
-  const store = options.sessionStore ?? (fastify.hasDecorator('redis')
-    ? new RedisSessionStore(fastify.redis, { prefix: options.redisKeyPrefix ?? fastify.config.redisKeyPrefix })
-    : new MemorySessionStore(fastify.clock))
-  if (options.sessionStore === undefined) fastify.addHook('onClose', () => store.close())
-  fastify.decorate('sessionStore', store)
+  if (options.sessionStore !== undefined) {
+    fastify.decorate('sessionStore', options.sessionStore)
+  } else if (fastify.hasDecorator('redis')) {
+    // The connection is the redis plugin's, closed by it.
+    fastify.decorate('sessionStore', new RedisSessionStore(fastify.redis, { prefix: options.redisKeyPrefix ?? fastify.config.redisKeyPrefix }))
+  } else {
+    const store = new MemorySessionStore(fastify.clock)
+    fastify.addHook('onClose', async () => store.stopSweeping())
+    fastify.decorate('sessionStore', store)
+  }
 }
 
 export default fp(sessionStorePlugin, { name: 'session-store', dependencies: ['config', 'redis'] })

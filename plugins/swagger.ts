@@ -1,12 +1,12 @@
+import fastifyHelmet, { type FastifyHelmetOptions } from '@fastify/helmet'
 import fastifySwagger from '@fastify/swagger'
 import fastifySwaggerUi, { type FastifySwaggerUiOptions } from '@fastify/swagger-ui'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { IsOptional, type TSchema } from 'typebox'
 import { packageVersion } from '../src/paths.js'
-import { DOCS_PREFIX, isDocsRoute } from './auth.js'
-import { REFRESH_COOKIE, REFRESH_COOKIE_PATH } from './cookie.js'
-import { docsSecurityHeaders } from './security-headers.js'
+import { DOCS_PREFIX, isDocsRoute } from './shared/docs.js'
+import { REFRESH_COOKIE, REFRESH_COOKIE_PATH } from './shared/refresh-cookie.js'
 
 const DESCRIPTION = `Signup, login, rotating refresh tokens and JWKS-verifiable access tokens.
 
@@ -58,6 +58,36 @@ function finishDocument<T extends { paths?: object }> (document: T): T {
 function defaultOperationId (method: string, url: string): string {
   const words = [method, ...url.split(/[^A-Za-z0-9]+/)].filter(Boolean).map((word) => word.toLowerCase())
   return words.map((word, index) => index === 0 ? word : word[0]!.toUpperCase() + word.slice(1)).join('')
+}
+
+/**
+ * Swagger UI's pages get @fastify/helmet's headers for HTML pages, with a CSP
+ * that lets Swagger UI run (its scripts, styles and fonts come from
+ * /docs/static, it fetches /docs/json and calls the API on this origin, and
+ * draws a few images as data: URLs), framing by this origin only, no
+ * referrer, and HSTS as the API answers have it.
+ */
+const docsHelmetOptions: FastifyHelmetOptions = {
+  contentSecurityPolicy: {
+    useDefaults: false,
+    directives: {
+      defaultSrc: ["'self'"],
+      baseUri: ["'self'"],
+      connectSrc: ["'self'"],
+      fontSrc: ["'self'", 'data:'],
+      formAction: ["'self'"],
+      frameAncestors: ["'self'"],
+      imgSrc: ["'self'", 'data:'],
+      objectSrc: ["'none'"],
+      scriptSrc: ["'self'"],
+      scriptSrcAttr: ["'none'"],
+      // Inline styles too: Swagger UI's bundle draws its logo as an SVG holding a <style>, on which it sets no nonce.
+      styleSrc: ["'self'", "'unsafe-inline'"]
+    }
+  },
+  frameguard: { action: 'sameorigin' },
+  referrerPolicy: { policy: 'no-referrer' },
+  hsts: { maxAge: 31_536_000, includeSubDomains: true }
 }
 
 /** Swagger UI at /docs: what it keeps, and how "Try it out" sends requests. */
@@ -153,7 +183,11 @@ async function swaggerPlugin (fastify: FastifyInstance): Promise<void> {
 
   // Swagger UI in a scope of its own, with the security headers its pages need.
   await fastify.register(async (docs) => {
-    await docs.register(docsSecurityHeaders)
+    await docs.register(fastifyHelmet, docsHelmetOptions)
+    // As on API answers: nothing is cached unless the route says otherwise (its static files do).
+    docs.addHook('onSend', async (_request, reply) => {
+      if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store')
+    })
     await docs.register(fastifySwaggerUi, swaggerUiOptions)
   })
 }

@@ -1,14 +1,11 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { bearerToken } from '../src/access-token.js'
 import { ServiceError } from '../src/errors.js'
-import {
-  Credentials, PasswordChangeBody, RefreshTokenBody, SET_REFRESH_COOKIE_HEADER, SignupBody, TokenPair, User, documented, errorResponses
-} from '../src/schemas.js'
-import type { ClientInfo, TokenPair as TokenPairType } from '../src/sessions.js'
+import { Credentials, PasswordChangeBody, RefreshTokenBody, SET_REFRESH_COOKIE_HEADER, SignupBody, TokenPairResponse, UserResponse, userResponseOf } from './schemas.js'
+import { documented, errorResponses } from '../plugins/shared/openapi.js'
+import type { ClientInfo, TokenPair } from '../src/sessions.js'
 import { normalizeEmail } from '../src/users.js'
-import { refreshCookieOf } from '../plugins/cookie.js'
 
 const MAX_USER_AGENT_LENGTH = 256
 
@@ -27,7 +24,7 @@ async function defaultToEmptyBody (request: FastifyRequest): Promise<void> {
   if (request.body === undefined) request.body = {}
 }
 
-function sendPair (reply: FastifyReply, pair: TokenPairType): TokenPairType {
+function sendPair (reply: FastifyReply, pair: TokenPair): TokenPair {
   reply.setRefreshCookie(pair.refreshToken, pair.refreshExpiresIn)
   return pair
 }
@@ -48,7 +45,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         '(8 to 256 characters) is hashed with argon2id and never returned. Then log in with `POST /auth/login`.',
       body: SignupBody,
       response: {
-        201: documented(User, { description: 'The account was created' }),
+        201: documented(UserResponse, { description: 'The account was created' }),
         ...errorResponses('EMAIL_TAKEN', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
       }
     }
@@ -56,7 +53,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     const { email, password } = request.body
     const user = await users.create(email, await passwords.hash(password))
     if (user === undefined) throw new ServiceError('EMAIL_TAKEN')
-    return reply.code(201).send({ id: user.id, email: user.email, createdAt: user.createdAt.toISOString() })
+    return reply.code(201).send(userResponseOf(user))
   })
 
   fastify.post('/auth/login', {
@@ -71,7 +68,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         'same answer, in the same time. Attempts are limited per client address and per email (LOGIN_RATE_LIMIT).',
       body: Credentials,
       response: {
-        200: documented(TokenPair, { description: 'Logged in: a token pair, and the refresh_token cookie', headers: SET_REFRESH_COOKIE_HEADER }),
+        200: documented(TokenPairResponse, { description: 'Logged in: a token pair, and the refresh_token cookie', headers: SET_REFRESH_COOKIE_HEADER }),
         ...errorResponses('INVALID_CREDENTIALS', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
       }
     }
@@ -80,7 +77,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     const user = await users.findByEmail(email)
     // An unknown email costs the same hashing work as a wrong password: timing tells nothing.
     const valid = user === undefined
-      ? await passwords.verifyNothing(password)
+      ? await passwords.verifyAgainstDecoy(password)
       : await passwords.verify(user.passwordHash, password)
     if (!valid || user === undefined) throw new ServiceError('INVALID_CREDENTIALS')
     return sendPair(reply, await sessions.open(user, clientOf(request)))
@@ -102,14 +99,14 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       security: [{ refreshCookie: [] }, {}],
       body: Type.Optional(RefreshTokenBody),
       response: {
-        200: documented(TokenPair, { description: 'A new token pair, and the refresh_token cookie', headers: SET_REFRESH_COOKIE_HEADER }),
+        200: documented(TokenPairResponse, { description: 'A new token pair, and the refresh_token cookie', headers: SET_REFRESH_COOKIE_HEADER }),
         ...errorResponses('REFRESH_TOKEN_MISSING', 'REFRESH_TOKEN_EXPIRED', 'REFRESH_TOKEN_INVALID',
           'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
       }
     }
   }, async (request, reply) => {
     // Read whatever the body holds, and outside the try below: two cookies are refused, neither cleared.
-    const cookie = refreshCookieOf(request)
+    const cookie = request.refreshCookie()
     const fromCookie = request.body?.refreshToken === undefined
     const token = request.body?.refreshToken ?? cookie
     if (token === undefined || token === '') throw new ServiceError('REFRESH_TOKEN_MISSING')
@@ -142,9 +139,9 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     // Read whatever the body holds: with two cookies, nothing is revoked.
-    const cookie = refreshCookieOf(request)
+    const cookie = request.refreshCookie()
     const refreshToken = request.body?.refreshToken ?? cookie
-    const revoked = await sessions.logout({ refreshToken, sessionId: sessionOfBearer(request) })
+    const revoked = await sessions.logout({ refreshToken, sessionId: await sessionOfBearer(request) })
     // A logout that revokes nothing is the one a probe or a flood sends; a real one is never held back.
     if (!revoked) await rateLimits.consume('logout-noop', request, reply)
     return reply.clearRefreshCookie().code(204).send()
@@ -177,10 +174,10 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   /** The session of a genuine access token, expired or not; anything else names no session. */
-  function sessionOfBearer (request: FastifyRequest): string | undefined {
+  async function sessionOfBearer (request: FastifyRequest): Promise<string | undefined> {
     if (request.headers.authorization === undefined) return undefined
     try {
-      return accessTokens.verify(bearerToken(request.headers.authorization), { allowExpired: true }).sid
+      return (await accessTokens.verify(request, { allowExpired: true })).sid
     } catch {
       return undefined
     }

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Health, documented, errorResponses } from '../src/schemas.js'
+import { HealthResponse } from './schemas.js'
+import { documented, errorResponses } from '../plugins/shared/openapi.js'
 
 /** A check that has not answered by then counts as down: the health route itself never hangs. */
 const CHECK_TIMEOUT_MS = 2000
@@ -29,8 +30,8 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       description: '200 when the database and (when configured) Redis answer within 2 s; 503 when one does not. ' +
         'For load balancers and orchestrators (the Docker image\'s HEALTHCHECK uses it).',
       response: {
-        200: documented(Health, { description: 'Ready', examples: [{ status: 'ok', checks: { database: 'ok', redis: 'ok' } }] }),
-        503: documented(Health, { description: 'Not ready: a store is down', examples: [{ status: 'unavailable', checks: { database: 'ok', redis: 'down' } }] }),
+        200: documented(HealthResponse, { description: 'Ready', examples: [{ status: 'ok', checks: { database: 'ok', redis: 'ok' } }] }),
+        503: documented(HealthResponse, { description: 'Not ready: a store is down', examples: [{ status: 'unavailable', checks: { database: 'ok', redis: 'down' } }] }),
         ...errorResponses()
       }
     }

@@ -4,7 +4,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { bearerToken } from '../src/access-token.js'
 import { ServiceError } from '../src/errors.js'
-import { errorResponses } from '../src/schemas.js'
+import { errorResponses } from '../plugins/shared/openapi.js'
 
 const IntrospectionBody = Type.Object({
   token: Type.String({ minLength: 1, maxLength: 16384, description: 'An access token (anything else is inactive)' }),
@@ -76,7 +76,7 @@ const introspectionRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
 
     let claims
     try {
-      claims = accessTokens.verify(request.body.token)
+      claims = await accessTokens.verify(request, { token: request.body.token })
     } catch {
       return { active: false }
     }

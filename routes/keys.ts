@@ -1,7 +1,8 @@
 import fastifyEtag from '@fastify/etag'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { Jwks, documented, errorResponses } from '../src/schemas.js'
+import { Jwks } from './schemas.js'
+import { documented, errorResponses } from '../plugins/shared/openapi.js'
 
 /** Consumers refetch on an unknown kid, so caching for up to one access-token lifetime (at most an hour) is safe. */
 const MAX_CACHE_SECONDS = 3600

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { SET_REFRESH_COOKIE_HEADER, SessionList, SessionParams, documented, errorResponses } from '../src/schemas.js'
+import { SET_REFRESH_COOKIE_HEADER, SessionList, SessionParams } from './schemas.js'
+import { documented, errorResponses } from '../plugins/shared/openapi.js'
 
 const ACCESS_ERRORS = ['ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED', 'STORE_UNAVAILABLE'] as const
 /** These routes take no body, but a POST or DELETE may come with one: too large or not JSON, it is refused. */

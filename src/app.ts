@@ -7,10 +7,13 @@ import configPlugin from '../plugins/config.js'
 import cookiePlugin from '../plugins/cookie.js'
 import corsPlugin from '../plugins/cors.js'
 import databasePlugin from '../plugins/database.js'
+import drainPlugin from '../plugins/drain.js'
 import errorsPlugin, { clientErrorHandler } from '../plugins/errors.js'
 import jwtPlugin from '../plugins/jwt.js'
 import rateLimitPlugin, { type RateLimitSettings } from '../plugins/rate-limit.js'
+import passwordsPlugin from '../plugins/passwords.js'
 import redisPlugin from '../plugins/redis.js'
+import requestIdPlugin from '../plugins/request-id.js'
 import revocationsPlugin from '../plugins/revocations.js'
 import securityHeadersPlugin from '../plugins/security-headers.js'
 import sessionStorePlugin from '../plugins/session-store.js'
@@ -28,8 +31,6 @@ import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
 import type { DatabaseHandle } from './database.js'
 import type { PasswordHasher } from './passwords.js'
-import { requestIdGenerator } from './request-id.js'
-import { lazyChildLogger } from './request-logger.js'
 import type { SessionStore } from './session-store.js'
 
 export interface AppOptions {
@@ -55,7 +56,7 @@ export interface AppOptions {
 const BODY_LIMIT_BYTES = 16 * 1024
 
 /** Log redaction: secrets never reach the log, whatever gets logged. */
-export const REDACTED_PATHS = [
+const REDACTED_PATHS = [
   'req.headers.authorization',
   'req.headers.cookie',
   'res.headers["set-cookie"]',
@@ -97,10 +98,8 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
   await fastify.register(configPlugin, { config: options.config, clock: options.clock ?? systemClock })
   await fastify.register(errorsPlugin)
   await fastify.register(securityHeadersPlugin)
-  fastify.addHook('onRequest', function requestIdHeader (request, reply, done) {
-    reply.header('x-request-id', request.id)
-    done()
-  })
+  await fastify.register(requestIdPlugin)
+  await fastify.register(drainPlugin)
   await fastify.register(databasePlugin, { database: options.database })
   await fastify.register(redisPlugin, { redis: options.redis })
   // After the database: opening and migrating PGlite blocks the event loop, which is no reason to shed load.
@@ -110,7 +109,8 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
   await fastify.register(userFactsPlugin)
   await fastify.register(revocationsPlugin, { redisKeyPrefix: options.redisKeyPrefix })
   await fastify.register(jwtPlugin, { verifiedTokensKept: options.verifiedTokensKept })
-  await fastify.register(sessionsPlugin, { passwordHasher: options.passwordHasher })
+  await fastify.register(passwordsPlugin, { passwordHasher: options.passwordHasher })
+  await fastify.register(sessionsPlugin)
   await fastify.register(corsPlugin)
   await fastify.register(authPlugin)
   await fastify.register(swaggerPlugin)
@@ -129,7 +129,6 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
 
 /** Not encapsulated, so the caller (server or test) sees the app's decorators. */
 const appPlugin = fp(app, { name: 'auth-service' })
-export default appPlugin
 
 /** Builds a ready-to-listen Fastify instance of the service from options (tests build theirs the same way). */
 export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
@@ -140,8 +139,6 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
       : typeof options.logger === 'object' ? { redact: REDACTED_PATHS, ...options.logger } : options.logger,
     // Fastify (proxy-addr) also takes a hop count, which its types leave out.
     trustProxy: options.config.trustProxy as FastifyServerOptions['trustProxy'],
-    genReqId: requestIdGenerator(options.config.trustProxy),
-    childLoggerFactory: lazyChildLogger,
     // Creating the embedded database on a busy host can outlast Fastify's default 10 s.
     pluginTimeout: 60_000,
     bodyLimit: BODY_LIMIT_BYTES,

@@ -22,8 +22,12 @@ export interface DatabaseHandle {
   close(): Promise<void>
 }
 
-/** Where users live: a PostgreSQL server by URL, else PGlite under `dataDir` (or in memory). */
-export type DatabaseLocation = { url: string } | { dataDir: string } | { memory: true }
+/**
+ * Where users live: a PostgreSQL server by URL, else PGlite under `dataDir`, or
+ * in memory, started from `image` when given (a data directory PGlite dumped:
+ * tests start from a migrated one rather than create and migrate a database each time).
+ */
+export type DatabaseLocation = { url: string } | { dataDir: string } | { memory: true, image?: Blob }
 
 /** Any key works as long as every instance uses the same one; this is "auth-svc" in ASCII. */
 const MIGRATION_LOCK_KEY = 0x617574682d737663n
@@ -68,14 +72,14 @@ function openPostgres (url: string, onIdleError: (error: Error) => void): Databa
   }
 }
 
-async function openPglite (location: { dataDir: string } | { memory: true }): Promise<DatabaseHandle> {
+async function openPglite (location: { dataDir: string } | { memory: true, image?: Blob }): Promise<DatabaseHandle> {
   let client: PGlite
   if ('dataDir' in location) {
     const folder = join(location.dataDir, 'pgdata')
     await mkdir(folder, { recursive: true, mode: 0o700 })
     client = new PGlite(folder)
   } else {
-    client = new PGlite()
+    client = new PGlite({ loadDataDir: location.image })
   }
   await client.waitReady
   const db = drizzlePglite({ client, schema })

@@ -26,7 +26,6 @@ const CATALOGUE = {
 } as const satisfies Record<string, readonly [number, string]>
 
 export type ErrorCode = keyof typeof CATALOGUE
-export const ERROR_CODES = Object.keys(CATALOGUE) as ErrorCode[]
 
 export class ServiceError extends Error {
   readonly statusCode: number

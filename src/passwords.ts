@@ -5,7 +5,6 @@ import { Piscina } from 'piscina'
 import { ServiceError } from './errors.js'
 import type { PasswordTask } from './password-worker.js'
 import { RateLimitedError } from './rate-limited.js'
-import { QueueFullError, WorkQueue } from './work-queue.js'
 
 /** OWASP's first argon2id recommendation: 19 MiB, two passes, one lane. */
 export const OWASP_ARGON2ID: Options = { memoryCost: 19456, timeCost: 2, parallelism: 1, outputLen: 32 }
@@ -17,22 +16,63 @@ export const OWASP_ARGON2ID: Options = { memoryCost: 19456, timeCost: 2, paralle
  */
 export const MAX_PASSWORD_BYTES = 4096
 
-/** Hashes waiting for a slot, per slot: at ~20-50 ms a hash, a full line clears in about a second. */
+/** Hashes waiting for a thread, per thread: at ~20-50 ms a hash, a full line clears in about a second. */
 const QUEUED_PER_SLOT = 32
 
 export interface PasswordHasher {
   hash(password: string): Promise<string>
   verify(passwordHash: string, password: string): Promise<boolean>
-  /** Does the work of a failed verification, for accounts that do not exist. */
-  verifyNothing(password: string): Promise<false>
-  /** Stops the hashing threads. */
-  close(): Promise<void>
+  /** Does the work of a failed verification (against a decoy hash), for accounts that do not exist; always false. */
+  verifyAgainstDecoy(password: string): Promise<false>
+  /** Stops the hashing threads; a hash asked for afterwards starts them again. */
+  stopThreads(): Promise<void>
 }
 
-/** More hashes at once than cores only slow each other and the event loop down. */
-export function defaultHashingQueue (): WorkQueue {
-  const concurrency = Math.max(1, availableParallelism())
-  return new WorkQueue({ concurrency, maxQueued: concurrency * QUEUED_PER_SLOT })
+/** How many hashes run at once, and how many may wait behind them. */
+export interface HashingLimits {
+  /** Hashes running at once, each on a thread of its own. */
+  concurrency: number
+  /** Hashes waiting for a thread, first come first served; one more is refused at once (429). */
+  maxQueued: number
+}
+
+/** The hasher createPasswordHasher makes, with the limits it applies. */
+export interface PooledPasswordHasher extends PasswordHasher {
+  readonly limits: Readonly<HashingLimits>
+}
+
+export interface PasswordHasherOptions extends Partial<HashingLimits> {
+  /**
+   * The module the hashing threads run, as a file URL or path (default:
+   * password-worker next to this file). Tests give one that can hold a thread.
+   */
+  workerFile?: string
+  /**
+   * Called with each message a hashing thread posts on its parentPort (Piscina's
+   * 'message' event). The real worker posts none; a test's worker reports with it,
+   * in order after the thread's "ready" (the same port), so what it reports
+   * Piscina already knows.
+   */
+  onThreadMessage?: (message: unknown) => void
+}
+
+/** As many hashes at once as cores (more only slow each other and the event loop down), 32 waiting per thread. */
+export function defaultHashingLimits (concurrency: number = availableParallelism()): HashingLimits {
+  const threads = Math.max(1, concurrency)
+  return { concurrency: threads, maxQueued: threads * QUEUED_PER_SLOT }
+}
+
+/**
+ * How Piscina refuses a task when its queue is full (its dist/errors.js
+ * TaskQueueAtLimit; NoTaskQueueAvailable is its answer with maxQueue 0, which
+ * createPasswordHasher does not allow). They are plain Errors with no code, so
+ * their messages are what tells them from a task's own error;
+ * test/hardening-hashing.test.ts fails if a Piscina upgrade changes them.
+ */
+const PISCINA_QUEUE_FULL = new Set(['Task queue is at limit', 'No task queue available and all Workers are busy'])
+
+function isQueueFull (error: unknown): boolean {
+  return error instanceof Error && PISCINA_QUEUE_FULL.has(error.message)
 }
 
 /**
@@ -54,37 +94,54 @@ const WORKER_FILE = new URL(`./password-worker${import.meta.url.endsWith('.ts') 
  * Passwords are NFKC-normalized first, so the same password typed on another
  * keyboard or OS (composed vs decomposed accents) still matches.
  *
- * Every hash and verification goes through `queue`: at most its concurrency
- * run at once, and when its line is full the call fails at once with 429
- * RATE_LIMITED (Retry-After: 1) instead of queueing behind a flood.
+ * Every hash and verification is one task of a Piscina pool: at most
+ * `concurrency` run at once (one a thread), at most `maxQueued` wait behind
+ * them, first come first served, and one more fails at once with 429
+ * RATE_LIMITED (Retry-After: 1) instead of queueing behind a flood. Both
+ * default to defaultHashingLimits(); `maxQueued` alone defaults to 32 a thread.
+ *
+ * Threads start on demand and stop when idle. While one is starting, Piscina
+ * counts it as a free place in line too (maxQueue + starting threads), so
+ * during a warm-up up to `concurrency` more calls may be admitted: the bound
+ * stays a bound, and is exact once the threads are up.
  */
-export function createPasswordHasher (options: Options = OWASP_ARGON2ID, queue: WorkQueue = defaultHashingQueue()): PasswordHasher {
+export function createPasswordHasher (options: Options = OWASP_ARGON2ID, limits: PasswordHasherOptions = {}): PooledPasswordHasher {
+  const concurrency = limits.concurrency ?? defaultHashingLimits().concurrency
+  const maxQueued = limits.maxQueued ?? defaultHashingLimits(concurrency).maxQueued
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('concurrency must be a positive integer')
+  // Piscina's maxQueue 0 means "no line", and refuses a task it has already queued (which then still runs).
+  if (!Number.isInteger(maxQueued) || maxQueued < 1) throw new RangeError('maxQueued must be a positive integer')
   // argon2id is @node-rs/argon2's default algorithm; the hash string records it.
   const params = { ...options }
   let decoyHash: Promise<string> | undefined
   // argon2 runs in threads of its own, started on first use, at a lower priority than the event loop.
   const threads = new Piscina<PasswordTask, string | boolean>({
-    filename: WORKER_FILE,
+    filename: limits.workerFile ?? WORKER_FILE,
     minThreads: 0,
-    maxThreads: queue.concurrency,
+    maxThreads: concurrency,
+    maxQueue: maxQueued,
     idleTimeout: IDLE_THREAD_MS,
     niceIncrement: HASHING_NICE_INCREMENT,
+    // A task no thread could take goes back to the front of the line, not the back: first come, first served.
+    stricterFIFO: true,
     recordTiming: false
   })
-  const hash = async (password: string): Promise<string> => await threads.run({ op: 'hash', password, options: params }) as string
-  const verify = async (passwordHash: string, password: string): Promise<boolean> =>
-    await threads.run({ op: 'verify', passwordHash, password }) as boolean
+  if (limits.onThreadMessage !== undefined) threads.on('message', limits.onThreadMessage)
 
-  async function queued<T> (task: () => Promise<T>): Promise<T> {
+  /** One task on the pool; Piscina refuses it at once (synchronously, inside run) when every thread is busy and the line is full. */
+  async function run (task: PasswordTask): Promise<string | boolean> {
     try {
-      return await queue.run(task)
+      return await threads.run(task)
     } catch (error) {
-      if (error instanceof QueueFullError) {
+      if (isQueueFull(error)) {
         throw new RateLimitedError(1, 'Too many password checks at once: retry in a second', { cause: error })
       }
       throw error
     }
   }
+  const hash = async (password: string): Promise<string> => await run({ op: 'hash', password, options: params }) as string
+  const verify = async (passwordHash: string, password: string): Promise<boolean> =>
+    await run({ op: 'verify', passwordHash, password }) as boolean
 
   /** The normalized password, or undefined when it is over the cap. */
   function prepare (password: string): string | undefined {
@@ -92,7 +149,11 @@ export function createPasswordHasher (options: Options = OWASP_ARGON2ID, queue: 
     return Buffer.byteLength(normalized) <= MAX_PASSWORD_BYTES ? normalized : undefined
   }
 
-  /** A hash of a random password, made once (in a hashing slot, the first time it is needed). */
+  /**
+   * A hash of a random password, made once, the first time it is needed (a
+   * task of its own: a full line refuses it like any other, and a failed
+   * decoy is not kept, so the next call tries again).
+   */
   function decoy (): Promise<string> {
     decoyHash ??= hash(randomBytes(32).toString('base64url')).catch((error: unknown) => {
       decoyHash = undefined
@@ -101,26 +162,26 @@ export function createPasswordHasher (options: Options = OWASP_ARGON2ID, queue: 
     return decoyHash
   }
 
-  async function verifyNothing (password: string): Promise<false> {
-    // Admitted first, like any verification: a full line refuses it at once.
+  async function verifyAgainstDecoy (password: string): Promise<false> {
     // An over-long password still costs one verification, against a short stand-in.
-    await queued(async () => verify(await decoy(), prepare(password) ?? password.slice(0, 64)))
+    await verify(await decoy(), prepare(password) ?? password.slice(0, 64))
     return false
   }
 
   return {
+    limits: Object.freeze({ concurrency, maxQueued }),
     async hash (password) {
       const normalized = prepare(password)
       if (normalized === undefined) throw new ServiceError('VALIDATION_ERROR', 'The password is too long')
-      return queued(() => hash(normalized))
+      return hash(normalized)
     },
     async verify (passwordHash, password) {
       const normalized = prepare(password)
-      if (normalized === undefined) return verifyNothing(password)
-      return queued(() => verify(passwordHash, normalized))
+      if (normalized === undefined) return verifyAgainstDecoy(password)
+      return verify(passwordHash, normalized)
     },
-    verifyNothing,
-    async close () {
+    verifyAgainstDecoy,
+    async stopThreads () {
       await threads.destroy()
     }
   }

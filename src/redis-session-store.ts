@@ -309,9 +309,6 @@ export class RedisSessionStore implements SessionStore {
     await this.#call(() => this.redis.ping())
   }
 
-  /** The connection belongs to whoever created it (the redis plugin or a test). */
-  async close (): Promise<void> {}
-
   /**
    * The user's live sessions, in index order. Index members whose session has
    * ended (revoked, or expired but not yet evicted) are dropped; so are those

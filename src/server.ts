@@ -1,7 +1,6 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig } from './config.js'
-import { trackRequests } from './drain.js'
 
 /** Traffic still arriving after SIGTERM (a balancer has not noticed yet) is served for up to this long. */
 const DRAIN = { quietMs: 250, maxMs: 5_000 }
@@ -23,11 +22,10 @@ async function main (): Promise<void> {
   // Requests on their way are served (drain), in-flight requests finish,
   // connections close, the stores close, then the process exits 0. A refresh
   // whose answer is lost with the connection can be retried within the grace window.
-  const requests = trackRequests(app.server)
   closeWithGrace({ delay: 15_000 }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
     else app.log.info({ signal }, 'shutting down')
-    await requests.drain(DRAIN)
+    await app.drain(DRAIN)
     await app.close()
   })
 

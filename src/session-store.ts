@@ -31,7 +31,6 @@ export interface SessionStore {
   /** Raises a live session's credential version to `credentialVersion` (never lowers it). */
   stamp(sessionId: string, credentialVersion: number, now: number): Promise<void>
   ping(): Promise<void>
-  close(): Promise<void>
 }
 
 export interface NewSession {
@@ -113,7 +112,7 @@ export const GRACE_GENERATIONS = 4
  */
 export const SPENT_HASH_LENGTH = 22
 
-export function spentHash (tokenHash: string): string {
+function spentHash (tokenHash: string): string {
   return tokenHash.slice(0, SPENT_HASH_LENGTH)
 }
 

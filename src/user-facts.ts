@@ -6,7 +6,7 @@ export interface UserFacts {
 }
 
 /** Users whose facts are remembered per instance. */
-export const USER_FACTS_KEPT = 10_000
+const USER_FACTS_KEPT = 10_000
 
 /**
  * A per-instance cache of UserFacts, so a refresh stays one Redis round trip

@@ -14,15 +14,11 @@ export interface User {
   createdAt: Date
 }
 
-/** What /users/me shows, as it shows it (the creation time in ISO 8601): no secret. */
-export interface UserProfile {
-  id: string
-  email: string
-  createdAt: string
-}
+/** What the user may see of their own account: no secret. */
+export type UserProfile = Pick<User, 'id' | 'email' | 'createdAt'>
 
 /** Profiles remembered, so /users/me stays off the database on the hot path. */
-export const PROFILES_KEPT = 10_000
+const PROFILES_KEPT = 10_000
 
 /** Trims and lower-cases, so one mailbox is one account whatever its spelling. */
 export function normalizeEmail (email: string): string {
@@ -30,7 +26,7 @@ export function normalizeEmail (email: string): string {
 }
 
 /** Accounts whose login lookups are remembered, when that is safe (see `rememberCredentials`). */
-export const CREDENTIALS_KEPT = 10_000
+const CREDENTIALS_KEPT = 10_000
 
 export interface UserRepositoryOptions {
   /** Bound of the profile cache (PROFILES_KEPT unless given). */
@@ -68,13 +64,13 @@ export class UserRepository {
     this.#byId = db.select().from(users).where(eq(users.id, sql.placeholder('id'))).limit(1).prepare('user_by_id')
   }
 
-  /** The profile for /users/me, from the cache when it can be. */
+  /** The user's profile, from the cache when it can be. */
   async findProfile (id: string): Promise<UserProfile | undefined> {
     const cached = this.#profiles.get(id)
     if (cached !== undefined) return cached
     const user = await this.findById(id)
     if (user === undefined) return undefined
-    const profile = { id: user.id, email: user.email, createdAt: user.createdAt.toISOString() }
+    const profile = { id: user.id, email: user.email, createdAt: user.createdAt }
     this.#profiles.set(id, profile)
     return profile
   }

@@ -1,21 +1,48 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { STATUS_CODES } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { Redis } from 'ioredis'
 import pg from 'pg'
-import type { Test } from 'tap'
-import type { FastifyInstance } from 'fastify'
-import { buildApp, type AppOptions } from '../src/app.js'
+import tap, { type Test } from 'tap'
+import type { RateLimitSettings } from '../plugins/rate-limit.js'
+// The app and the database are imported when first used (below): loading them costs seconds, which a
+// file that only wants a FakeClock or a fresh email should not pay.
+import type { AppOptions } from '../src/app.js'
 import type { Clock } from '../src/clock.js'
 import { loadConfig, type Config } from '../src/config.js'
-import { openDatabase, type DatabaseHandle } from '../src/database.js'
-import type { PasswordHasher } from '../src/passwords.js'
-import { createPasswordHasher } from '../src/passwords.js'
+import type { DatabaseHandle } from '../src/database.js'
+import { createPasswordHasher, type PasswordHasher } from '../src/passwords.js'
 
-/** Set by CI (.ci/run); without them the suites run on the embedded defaults only. */
+/*
+ * The one helper module of the suite: configuration, storage, apps, users,
+ * cookies, the error shape, polling, and what a variant needs to run (each
+ * variant that needs a real server skips, naming what is missing; the browser
+ * suites' own check is in fixtures/chromium.ts).
+ */
+
+/** Set by CI (.ci/run); without them the real-backend variants skip. */
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL
+
+/** A test's `skip` option: false when what it needs is there, else a message naming what is missing. */
+export function skipUnless (needs: { postgres?: boolean, redis?: boolean, redisServer?: boolean }): false | string {
+  const missing = [
+    needs.postgres === true && TEST_DATABASE_URL === undefined && 'TEST_DATABASE_URL is not set (no PostgreSQL)',
+    needs.redis === true && TEST_REDIS_URL === undefined && 'TEST_REDIS_URL is not set (no Redis)',
+    needs.redisServer === true && !hasRedisServer() && 'no redis-server binary on PATH'
+  ].filter((reason): reason is string => typeof reason === 'string')
+  return missing.length === 0 ? false : `skipped: ${missing.join('; ')}`
+}
+
+let redisServerFound: boolean | undefined
+function hasRedisServer (): boolean {
+  redisServerFound ??= spawnSync('redis-server', ['--version']).status === 0
+  return redisServerFound
+}
 
 /** A clock tests move by hand. */
 export class FakeClock implements Clock {
@@ -29,25 +56,71 @@ export class FakeClock implements Clock {
   }
 }
 
-/** A configuration as the service would load it from `env`, with a fresh temporary DATA_DIR. */
-export async function testConfig (t: Test, env: Record<string, string> = {}): Promise<Config> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'auth-test-'))
-  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
-  return loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: dataDir, ...env })
-}
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 /**
- * A fresh database: a new PostgreSQL database on TEST_DATABASE_URL's server
- * (dropped afterwards) when `real`, else in-memory PGlite.
+ * Polls `probe` every `intervalMs` until it holds; false if it never did
+ * within `timeoutMs`. For what happens "within a second" on another instance:
+ * the assertion is on the outcome, never on how fast the machine got there.
  */
-export async function testDatabase (t: Test, { real = false } = {}): Promise<DatabaseHandle> {
-  if (!real) {
-    const database = await openDatabase({ memory: true })
+export async function eventually (probe: () => boolean | Promise<boolean>, { timeoutMs = 5_000, intervalMs = 10 } = {}): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await probe()) return true
+    if (Date.now() >= deadline) return false
+    await sleep(intervalMs)
+  }
+}
+
+/** A configuration as the service would load it from `env`, with a fresh temporary DATA_DIR. */
+export async function testConfig (t: Test, env: Record<string, string> = {}): Promise<Config> {
+  return loadConfig({ LOG_LEVEL: 'silent', DATA_DIR: await temporaryDirectory(t), ...env })
+}
+
+/** A temporary directory, removed when the test ends. */
+async function temporaryDirectory (t: Test, prefix = 'auth-test-'): Promise<string> {
+  const directory = await mkdtemp(join(tmpdir(), prefix))
+  t.teardown(() => rm(directory, { recursive: true, force: true }))
+  return directory
+}
+
+let embedded: Promise<DatabaseHandle> | undefined
+let real: Promise<DatabaseHandle> | undefined
+
+/**
+ * A migrated database shared by every test of this file (tests keep apart by
+ * using emails of their own): booting PGlite costs a second or more, so a file
+ * boots one, not one per app. `fresh` gives a test one of its own, for a test
+ * that closes or breaks it. On TEST_DATABASE_URL's server (`real`) the shared
+ * one is a database of this file's own, dropped when the file ends.
+ */
+export async function testDatabase (t: Test, { real: onServer = false, fresh = false } = {}): Promise<DatabaseHandle> {
+  if (fresh) {
+    const database = await openMigrated(onServer ? { url: await testDatabaseUrl(t) } : { memory: true })
     t.teardown(() => database.close())
     return database
   }
-  const database = await openDatabase({ url: await testDatabaseUrl(t) })
-  t.teardown(() => database.close())
+  if (onServer) {
+    real ??= testDatabaseUrl(tap).then((url) => openMigrated({ url })).then((database) => {
+      tap.teardown(() => database.close())
+      return database
+    })
+    return real
+  }
+  // Closed when the file ends: PGlite's own timers would otherwise keep the process alive.
+  embedded ??= openMigrated({ memory: true }).then((database) => {
+    tap.teardown(() => database.close())
+    return database
+  })
+  return embedded
+}
+
+async function openMigrated (location: { url: string } | { memory: true }): Promise<DatabaseHandle> {
+  // PGlite: restored from a migrated snapshot that files share, a third of the cost of creating one.
+  if (!('url' in location)) return await (await import('./fixtures/migrated-pglite.js')).openMigratedPglite()
+  const { openDatabase } = await import('../src/database.js')
+  const database = await openDatabase(location)
+  await database.migrate()
   return database
 }
 
@@ -89,8 +162,30 @@ export async function testRedis (t: Test): Promise<{ redis: Redis, prefix: strin
   return { redis, prefix }
 }
 
-/** Cheap argon2id parameters for tests that hash many passwords; the real ones are tested in passwords.test.ts. */
+/** A redis-server of the test's own on `port`, persisting nothing; killed when the test ends. */
+export async function privateRedis (t: Test, port: number): Promise<ChildProcess> {
+  const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { server.kill('SIGKILL') })
+  let output = ''
+  await new Promise<void>((resolve, reject) => {
+    server.stdout!.on('data', (chunk) => {
+      output += chunk
+      if (output.includes('Ready to accept connections')) resolve()
+    })
+    server.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${output}`)))
+  })
+  return server
+}
+
+/** Cheap argon2id parameters for tests that hash many passwords; the real ones are tested in test/src/passwords.test.ts. */
 export const fastPasswordHasher: PasswordHasher = createPasswordHasher({ memoryCost: 1024, timeCost: 1, parallelism: 1 })
+
+/** Limits no test reaches: for an app many tests share (all from 127.0.0.1) that is not about rate limits. */
+const UNREACHED = { max: 1_000_000, windowSeconds: 60 }
+export const NO_RATE_LIMITS: RateLimitSettings = {
+  loginPerAccount: UNREACHED, loginPerAddress: UNREACHED, signupPerAddress: UNREACHED, refreshPerAddress: UNREACHED, logoutNoopPerAddress: UNREACHED
+}
 
 export interface TestAppOptions extends Partial<AppOptions> {
   env?: Record<string, string>
@@ -102,12 +197,13 @@ export interface TestAppOptions extends Partial<AppOptions> {
   ownDatabase?: boolean
 }
 
-/** The service as production builds it, on test storage; closed when the test ends. */
-export async function buildTestApp (t: Test, options: TestAppOptions = {}) {
+/** The service as production builds it, on test storage (the file's shared database unless given one); closed when the test ends. */
+export async function buildTestApp (t: Test, options: TestAppOptions = {}): Promise<FastifyInstance> {
   const { env, realDatabase = false, realRedis = false, ownDatabase = false, ...appOptions } = options
   const config = appOptions.config ?? await testConfig(t, env)
   const database = ownDatabase ? undefined : appOptions.database ?? await testDatabase(t, { real: realDatabase })
   const redis = realRedis ? await testRedis(t) : undefined
+  const { buildApp } = await import('../src/app.js')
   const app = await buildApp({
     passwordHasher: fastPasswordHasher,
     logger: false,
@@ -121,23 +217,120 @@ export async function buildTestApp (t: Test, options: TestAppOptions = {}) {
   return app
 }
 
-/** The storage combinations every HTTP suite runs on: embedded always, real servers when CI provides them. */
-export const BACKENDS: Array<{ name: string, realDatabase: boolean, realRedis: boolean }> = [
-  { name: 'embedded (PGlite, in-process sessions)', realDatabase: false, realRedis: false },
-  ...(TEST_DATABASE_URL !== undefined && TEST_REDIS_URL !== undefined
-    ? [{ name: 'real (PostgreSQL, Redis)', realDatabase: true, realRedis: true }]
-    : [])
+export interface Backend {
+  name: string
+  realDatabase: boolean
+  realRedis: boolean
+  /** The test's `skip` option: false, or why this backend cannot run here. */
+  skip: false | string
+}
+
+/** The storage combinations every HTTP suite runs on: embedded always, real servers where CI provides them. */
+export const BACKENDS: Backend[] = [
+  { name: 'embedded (PGlite, in-process sessions)', realDatabase: false, realRedis: false, skip: false },
+  { name: 'real (PostgreSQL, Redis)', realDatabase: true, realRedis: true, skip: skipUnless({ postgres: true, redis: true }) }
 ]
 
-export const TEST_PASSWORD = 'password123'
+export const PASSWORD = 'correct horse battery'
+export const NEW_PASSWORD = 'a brand new passphrase'
+
 let accounts = 0
 
-/** Signs a new user up (an email no other test uses) and logs them in: their first token pair. */
-export async function signUpAndLogIn (app: FastifyInstance, label = 'user'): Promise<{ email: string, accessToken: string, refreshToken: string }> {
-  const email = `${label}-${process.pid}-${++accounts}@example.com`
-  const signup = await app.inject({ method: 'POST', url: '/auth/signup', payload: { email, password: TEST_PASSWORD } })
+/** An email no other test of any file uses. */
+export function freshEmail (label = 'user'): string {
+  return `${label}-${process.pid}-${++accounts}-${randomBytes(3).toString('hex')}@example.com`
+}
+
+export interface SignedIn {
+  email: string
+  accessToken: string
+  refreshToken: string
+  tokenType: string
+  expiresIn: number
+  refreshExpiresIn: number
+  /** The refresh_token cookie's value, as the login set it. */
+  cookie: string
+}
+
+/** Signs a new user up; answers their email. */
+export async function signUp (app: FastifyInstance, label = 'user', password = PASSWORD): Promise<string> {
+  const email = freshEmail(label)
+  const signup = await app.inject({ method: 'POST', url: '/auth/signup', payload: { email, password } })
   if (signup.statusCode !== 201) throw new Error(`signup failed: ${signup.body}`)
-  const login = await app.inject({ method: 'POST', url: '/auth/login', payload: { email, password: TEST_PASSWORD } })
+  return email
+}
+
+/** Logs in (with `headers`: a user agent, a forwarded address); answers the token pair and the cookie. */
+export async function logIn (app: FastifyInstance, email: string, password = PASSWORD, headers: Record<string, string> = {}): Promise<SignedIn> {
+  const login = await app.inject({ method: 'POST', url: '/auth/login', payload: { email, password }, headers })
   if (login.statusCode !== 200) throw new Error(`login failed: ${login.body}`)
-  return { email, ...login.json() }
+  return { email, ...login.json(), cookie: refreshCookieOf(login)! }
+}
+
+/** Signs a new user up (an email no other test uses) and logs them in: their first token pair. */
+export async function signUpAndLogIn (app: FastifyInstance, label = 'user'): Promise<SignedIn> {
+  return logIn(app, await signUp(app, label))
+}
+
+/** The refresh_token cookie's value set by a response, if any ('' when the response clears it). */
+export function refreshCookieOf (response: LightMyRequestResponse): string | undefined {
+  return refreshCookie(response)?.value
+}
+
+/** A Set-Cookie header, parsed as app.inject()'s `response.cookies` has it. */
+export interface SetCookie {
+  name: string
+  value: string
+  path?: string
+  maxAge?: number
+  httpOnly?: boolean
+  secure?: boolean
+  sameSite?: string
+}
+
+/** The refresh_token cookie a response sets, value and attributes, if any: of app.inject()'s answer, or of fetch's headers. */
+export function refreshCookie (response: LightMyRequestResponse | Headers): SetCookie | undefined {
+  if (!(response instanceof Headers)) return response.cookies.find((cookie) => cookie.name === 'refresh_token') as SetCookie | undefined
+  const header = response.getSetCookie().find((line) => line.startsWith('refresh_token='))
+  if (header === undefined) return undefined
+  const [pair, ...attributes] = header.split(';').map((part) => part.trim())
+  const cookie: SetCookie = { name: 'refresh_token', value: pair!.slice('refresh_token='.length) }
+  for (const attribute of attributes) {
+    const [name = '', ...value] = attribute.split('=')
+    const key = name.toLowerCase()
+    if (key === 'path') cookie.path = value.join('=')
+    else if (key === 'max-age') cookie.maxAge = Number(value.join('='))
+    else if (key === 'httponly') cookie.httpOnly = true
+    else if (key === 'secure') cookie.secure = true
+    else if (key === 'samesite') cookie.sameSite = value.join('=')
+  }
+  return cookie
+}
+
+/** Exactly API.md's error shape: statusCode, code, error, message; JSON; nothing internal. */
+export function errorShapeProblems (status: number, contentType: string | undefined, text: string): string[] {
+  const problems: string[] = []
+  if (!/^application\/json/.test(contentType ?? '')) problems.push(`content-type ${contentType}`)
+  let body: Record<string, unknown>
+  try {
+    body = JSON.parse(text)
+  } catch {
+    return [...problems, `not JSON: ${text.slice(0, 80)}`]
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return [...problems, 'not an object']
+  const keys = Object.keys(body).sort().join(',')
+  if (keys !== 'code,error,message,statusCode') problems.push(`members ${keys}`)
+  if (body.statusCode !== status) problems.push(`statusCode ${String(body.statusCode)} for HTTP ${status}`)
+  if (body.error !== STATUS_CODES[status]) problems.push(`error ${String(body.error)}`)
+  if (typeof body.code !== 'string' || !/^[A-Z_]+$/.test(body.code)) problems.push(`code ${String(body.code)}`)
+  if (typeof body.message !== 'string' || body.message === '') problems.push('no message')
+  if (/stack|node_modules|\/work\/|\bat .+:\d+:\d+/.test(text)) problems.push('a stack or a path')
+  return problems
+}
+
+/** The response is API.md's error `code` with `status`, in exactly the one error shape. */
+export function assertErrorShape (t: Test, response: LightMyRequestResponse, status: number, code: string, name = code): void {
+  t.equal(response.statusCode, status, `${name}: status ${status}`)
+  t.same(errorShapeProblems(response.statusCode, response.headers['content-type'] as string | undefined, response.body), [], `${name}: the error shape`)
+  if (response.statusCode === status) t.equal(response.json().code, code, `${name}: code ${code}`)
 }

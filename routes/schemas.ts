@@ -1,0 +1,153 @@
+import { Type, type Static } from 'typebox'
+import type { HeadersDocumentation } from '../plugins/shared/openapi.js'
+import type { UserProfile } from '../src/users.js'
+
+/*
+ * Request and response shapes of the routes. Each one validates, serializes
+ * and documents (OpenAPI, via @fastify/swagger) from this single place; the
+ * examples are what Swagger UI fills "Try it out" with and shows as sample answers.
+ */
+
+const EXAMPLE_USER_ID = '5f1c2a9e-8b3d-4c6f-9a27-3e8d1b0c4f52'
+const EXAMPLE_SESSION_ID = '019a9c2e-5b10-7d4e-9f63-2a8c1e7b3d90'
+const EXAMPLE_EMAIL = 'ada@example.com'
+const EXAMPLE_PASSWORD = 'correct horse battery staple'
+/** Shortened: a real one is about 450 characters (header.claims.signature, base64url). */
+const EXAMPLE_ACCESS_TOKEN = 'eyJhbGciOiJFZERTQSIsInR5cCI6ImF0K2p3dCIsImtpZCI6Ii4uLiJ9.eyJzdWIiOiI1ZjFjMmE5ZS0uLi4ifQ.c2lnbmF0dXJl'
+const EXAMPLE_REFRESH_TOKEN = 'rt2.Xk3q9Zp2LmN8vR4tW7yB1c.3.1796649600.q2mX0b7yJwZc8rT5vN1hL4sK9pD3fG6eA0uI7oY2tRw'
+
+const Email = Type.String({
+  format: 'email',
+  maxLength: 254,
+  description: 'Trimmed and lower-cased before use',
+  examples: ['ada@example.com']
+})
+
+const NewPassword = Type.String({ minLength: 8, maxLength: 256, description: '8 to 256 characters', examples: [EXAMPLE_PASSWORD] })
+
+export const Credentials = Type.Object({
+  email: Email,
+  password: Type.String({ minLength: 1, maxLength: 256, examples: [EXAMPLE_PASSWORD] })
+}, { additionalProperties: false, examples: [{ email: EXAMPLE_EMAIL, password: EXAMPLE_PASSWORD }] })
+
+export const SignupBody = Type.Object({ email: Email, password: NewPassword }, {
+  additionalProperties: false,
+  examples: [{ email: EXAMPLE_EMAIL, password: EXAMPLE_PASSWORD }]
+})
+
+export const RefreshTokenBody = Type.Object({
+  refreshToken: Type.Optional(Type.String({
+    minLength: 1,
+    maxLength: 512,
+    description: 'Omit (send `{}` or no body) to use the refresh_token cookie',
+    examples: [EXAMPLE_REFRESH_TOKEN]
+  }))
+}, {
+  additionalProperties: false,
+  // From a browser (and Swagger UI) the HttpOnly cookie carries the token: the body is `{}`.
+  examples: [{}]
+})
+
+export const UserResponse = Type.Object({
+  id: Type.String({ format: 'uuid', examples: [EXAMPLE_USER_ID] }),
+  email: Type.String({ examples: [EXAMPLE_EMAIL] }),
+  createdAt: Type.String({ format: 'date-time', examples: ['2030-01-01T09:30:00.000Z'] })
+}, { examples: [{ id: EXAMPLE_USER_ID, email: EXAMPLE_EMAIL, createdAt: '2030-01-01T09:30:00.000Z' }] })
+
+/** A user as the API shows one: no secret, the creation time in ISO 8601. */
+export function userResponseOf ({ id, email, createdAt }: UserProfile): Static<typeof UserResponse> {
+  return { id, email, createdAt: createdAt.toISOString() }
+}
+
+export const PasswordChangeBody = Type.Object({
+  currentPassword: Type.String({ minLength: 1, maxLength: 256, examples: [EXAMPLE_PASSWORD] }),
+  newPassword: NewPassword
+}, {
+  additionalProperties: false,
+  examples: [{ currentPassword: EXAMPLE_PASSWORD, newPassword: 'a longer and newer passphrase' }]
+})
+
+const Session = Type.Object({
+  id: Type.String({ format: 'uuid', description: 'Equal to the sid claim of its access tokens' }),
+  createdAt: Type.String({ format: 'date-time', description: 'Login time' }),
+  lastUsedAt: Type.String({ format: 'date-time', description: 'Last login or refresh' }),
+  expiresAt: Type.String({ format: 'date-time', description: 'When it ends unless refreshed' }),
+  userAgent: Type.String(),
+  ip: Type.String({ description: 'Client address at login' }),
+  current: Type.Boolean({ description: 'The session of the access token used for this request' })
+})
+
+export const SessionList = Type.Array(Session, {
+  examples: [[{
+    id: EXAMPLE_SESSION_ID,
+    createdAt: '2030-01-01T09:30:00.000Z',
+    lastUsedAt: '2030-01-03T14:05:12.000Z',
+    expiresAt: '2030-01-17T14:05:12.000Z',
+    userAgent: 'Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0',
+    ip: '203.0.113.7',
+    current: true
+  }]]
+})
+
+export const SessionParams = Type.Object({
+  id: Type.String({ format: 'uuid', description: 'A session id from GET /auth/sessions', examples: [EXAMPLE_SESSION_ID] })
+})
+
+export const TokenPairResponse = Type.Object({
+  accessToken: Type.String({ description: 'JWT, sent as Authorization: Bearer <accessToken>' }),
+  refreshToken: Type.String({ description: 'Opaque; also set as the refresh_token cookie' }),
+  tokenType: Type.Literal('Bearer'),
+  expiresIn: Type.Integer({ description: 'Seconds until the access token expires' }),
+  refreshExpiresIn: Type.Integer({ description: 'Seconds until the session ends unless refreshed' })
+}, {
+  examples: [{
+    accessToken: EXAMPLE_ACCESS_TOKEN,
+    refreshToken: EXAMPLE_REFRESH_TOKEN,
+    tokenType: 'Bearer',
+    expiresIn: 600,
+    refreshExpiresIn: 1209600
+  }]
+})
+
+/** The refresh_token cookie a token pair comes with (a response header, documented only). */
+export const SET_REFRESH_COOKIE_HEADER: HeadersDocumentation = {
+  'set-cookie': {
+    type: 'string',
+    description: 'refresh_token=<refresh token>; Max-Age=<refreshExpiresIn>; Path=/auth; HttpOnly; SameSite=Strict (Secure per COOKIE_SECURE)'
+  }
+}
+
+export const HealthResponse = Type.Object({
+  status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+  checks: Type.Object({
+    database: Type.Union([Type.Literal('ok'), Type.Literal('down')]),
+    redis: Type.Union([Type.Literal('ok'), Type.Literal('down'), Type.Literal('disabled')], {
+      description: '`disabled` when REDIS_URL is unset (sessions in process)'
+    })
+  })
+})
+
+const EXAMPLE_JWKS = {
+  keys: [{
+    kid: 'Yq3wT8vR2mN5pL7kJ4hG1fD9sA6zX0cV3bE8uI2oP5c',
+    kty: 'OKP',
+    alg: 'EdDSA',
+    use: 'sig',
+    crv: 'Ed25519',
+    x: '11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo'
+  }]
+}
+
+export const Jwks = Type.Object({
+  keys: Type.Array(Type.Object({
+    kid: Type.String(),
+    kty: Type.String(),
+    alg: Type.String(),
+    use: Type.Literal('sig'),
+    crv: Type.Optional(Type.String()),
+    x: Type.Optional(Type.String()),
+    y: Type.Optional(Type.String()),
+    n: Type.Optional(Type.String()),
+    e: Type.Optional(Type.String())
+  }))
+}, { examples: [EXAMPLE_JWKS] })

@@ -1,0 +1,272 @@
+import t from 'tap'
+import type { Test } from 'tap'
+import { AuthClient, AuthServiceError, LoginRequiredError } from '../../examples/client/src/auth-client.js'
+import { ServiceError } from '../../src/errors.js'
+import { FakeClock, PASSWORD, TEST_DATABASE_URL, buildTestApp, freshEmail } from '../helpers.js'
+
+/*
+ * examples/client against the service running over real HTTP (an in-process
+ * instance on a free port), as a Node application uses it: refresh token in
+ * memory. Refresh requests are counted by the server itself. The browser
+ * flavour (refresh token in the HttpOnly cookie) is run in Chromium by
+ * browser.test.ts.
+ */
+
+const ACCESS_TTL_MS = 60_000
+
+interface Running {
+  url: string
+  clock: FakeClock
+  /** Counts the requests the server receives for `path` from now on. */
+  count: (path: string) => () => number
+}
+
+/** One instance for the whole file (each test has accounts of its own); on PostgreSQL when CI provides it, else PGlite. */
+async function service (t: Test): Promise<Running> {
+  const clock = new FakeClock(Date.now())
+  const app = await buildTestApp(t, { clock, env: { ACCESS_TOKEN_TTL: `${ACCESS_TTL_MS / 1000}s` }, realDatabase: TEST_DATABASE_URL !== undefined })
+  const counts = new Map<string, number>()
+  app.server.on('request', (request) => {
+    const path = new URL(request.url ?? '/', 'http://service').pathname
+    counts.set(path, (counts.get(path) ?? 0) + 1)
+  })
+  const url = await app.listen({ host: '127.0.0.1', port: 0 })
+  return {
+    url,
+    clock,
+    count: (path) => {
+      const start = counts.get(path) ?? 0
+      return () => (counts.get(path) ?? 0) - start
+    }
+  }
+}
+
+const running = await service(t)
+
+async function signedIn (t: Test, running: Running, options: Partial<ConstructorParameters<typeof AuthClient>[0]> = {}) {
+  const loginRequired: string[] = []
+  const client = new AuthClient({ baseUrl: running.url, onLoginRequired: (code) => loginRequired.push(code), ...options })
+  const address = freshEmail('client')
+  t.match(await client.signup(address, PASSWORD), { email: address }, 'signed up')
+  await client.login(address, PASSWORD)
+  t.ok(client.signedIn, 'logged in')
+  return { client, address, loginRequired }
+}
+
+t.test('sign up, log in, call, log out', async (t) => {
+  const refreshes = running.count('/auth/refresh')
+  const { client, address, loginRequired } = await signedIn(t, running)
+  t.equal((await client.me()).email, address)
+  await t.rejects(client.signup(address, PASSWORD), { name: 'AuthServiceError', status: 409, code: 'EMAIL_TAKEN' })
+  await t.rejects(new AuthClient({ baseUrl: running.url }).login(address, 'wrong password'), { code: 'INVALID_CREDENTIALS' })
+
+  await client.logout()
+  t.notOk(client.signedIn)
+  await t.rejects(client.me(), LoginRequiredError, 'after logout: login required')
+  t.strictSame(loginRequired, ['REFRESH_TOKEN_MISSING'], 'the application was told once')
+  t.equal(refreshes(), 0, 'with nothing to refresh with, nothing was sent')
+})
+
+t.test('20 concurrent calls across an expiry: exactly one refresh, every call answered', async (t) => {
+  let refreshesSent = 0
+  let meCalls = 0
+  let expiredAnswers = 0
+  let refreshed!: () => void
+  const refreshDone = new Promise<void>((resolve) => { refreshed = resolve })
+
+  /*
+   * The clock passes the access token's expiry after the 10th call has gone
+   * out, so calls 11 to 20 certainly meet an expired token (the first ten may
+   * too, depending on when the server reads its clock). Calls 16 to 20 get
+   * their 401 only once the refresh is over, as a slow network would deliver
+   * them: they must use the new token rather than refresh again.
+   */
+  const countingFetch: typeof fetch = async (input, init) => {
+    const path = new URL(String(input)).pathname
+    if (path === '/auth/refresh') refreshesSent++
+    const call = path === '/users/me' ? ++meCalls : 0
+    const response = await fetch(input, init)
+    if (path === '/users/me' && call === 10) running.clock.advance(ACCESS_TTL_MS + 1000)
+    if (path === '/auth/refresh') refreshed()
+    if (response.status === 401) {
+      expiredAnswers++
+      if (call >= 16) await refreshDone
+    }
+    return response
+  }
+  const { client, address } = await signedIn(t, running, { fetch: countingFetch })
+  const refreshes = running.count('/auth/refresh')
+  const meRequests = running.count('/users/me')
+
+  const answers = await Promise.all(Array.from({ length: 20 }, () => client.me()))
+  t.equal(answers.length, 20)
+  t.ok(answers.every((user) => user.email === address), 'all 20 answered with the user')
+  t.equal(refreshes(), 1, 'the server received exactly one refresh')
+  t.equal(refreshesSent, 1, 'and the client sent exactly one')
+  t.ok(expiredAnswers >= 10 && expiredAnswers <= 20, `${expiredAnswers} calls met ACCESS_TOKEN_EXPIRED and were retried`)
+  t.equal(meRequests(), 20 + expiredAnswers, 'each expired call was retried once')
+
+  // The new token is in use: a later call needs no refresh.
+  t.equal((await client.me()).email, address)
+  t.equal(refreshes(), 1)
+})
+
+t.test('a session ended elsewhere: the refresh fails, the application goes to login once', async (t) => {
+  const { client, address, loginRequired } = await signedIn(t, running)
+  const elsewhere = new AuthClient({ baseUrl: running.url })
+  await elsewhere.login(address, PASSWORD)
+  await elsewhere.json('/auth/logout-all', { method: 'POST' })
+
+  running.clock.advance(ACCESS_TTL_MS + 1000)
+  const refreshes = running.count('/auth/refresh')
+  const calls = await Promise.allSettled(Array.from({ length: 5 }, () => client.me()))
+  for (const call of calls) {
+    t.match(call, { status: 'rejected', reason: { name: 'LoginRequiredError', code: 'REFRESH_TOKEN_REVOKED' } })
+  }
+  t.equal(refreshes(), 1, 'one refresh for the five calls')
+  t.strictSame(loginRequired, ['REFRESH_TOKEN_REVOKED'], 'onLoginRequired called once')
+  t.notOk(client.signedIn, 'the tokens are dropped')
+
+  await client.login(address, PASSWORD)
+  t.equal((await client.me()).email, address, 'logging in again works')
+})
+
+t.test('a revoked access token (not yet expired): login required, no refresh attempted', async (t) => {
+  const { client, address, loginRequired } = await signedIn(t, running)
+  const elsewhere = new AuthClient({ baseUrl: running.url })
+  await elsewhere.login(address, PASSWORD)
+  await elsewhere.json('/auth/logout-all', { method: 'POST' })
+  const refreshes = running.count('/auth/refresh')
+  await t.rejects(client.me(), { name: 'LoginRequiredError', code: 'ACCESS_TOKEN_REVOKED' })
+  t.equal(refreshes(), 0)
+  t.strictSame(loginRequired, ['ACCESS_TOKEN_REVOKED'])
+})
+
+t.test('a stolen refresh token used first: the client\'s refresh is reuse, and it goes to login', async (t) => {
+  let stolen: string | undefined
+  const leakyFetch: typeof fetch = async (input, init) => {
+    const response = await fetch(input, init)
+    if (new URL(String(input)).pathname === '/auth/login') stolen = ((await response.clone().json()) as { refreshToken: string }).refreshToken
+    return response
+  }
+  const { client, loginRequired } = await signedIn(t, running, { fetch: leakyFetch, refreshTokenStore: 'memory' })
+  const thief = await fetch(`${running.url}/auth/refresh`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refreshToken: stolen })
+  })
+  t.equal(thief.status, 200, 'the thief refreshed first')
+  // Past the access token's expiry, and past the reuse grace window.
+  running.clock.advance(ACCESS_TTL_MS + 1000)
+  await t.rejects(client.me(), { name: 'LoginRequiredError', code: 'REFRESH_TOKEN_REUSED' })
+  t.strictSame(loginRequired, ['REFRESH_TOKEN_REUSED'])
+  const { refreshToken: thiefs } = await thief.json() as { refreshToken: string }
+  const again = await fetch(`${running.url}/auth/refresh`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refreshToken: thiefs })
+  })
+  t.equal(((await again.json()) as { code: string }).code, 'REFRESH_TOKEN_REVOKED', 'the thief\'s token is revoked with the session')
+})
+
+t.test('errors other than the session\'s pass through', async (t) => {
+  const { client } = await signedIn(t, running)
+  await t.rejects(client.json('/auth/sessions/not-a-uuid', { method: 'DELETE' }), { code: 'VALIDATION_ERROR', status: 400 })
+  const missing = await client.fetch('/no/such/route')
+  t.equal(missing.status, 404, 'fetch answers non-401 errors as they are')
+  t.ok(client.signedIn, 'and keeps the session')
+  t.ok(new AuthServiceError(503, 'STORE_UNAVAILABLE', 'x') instanceof Error)
+})
+
+type RefreshFault = 'answered 503 STORE_UNAVAILABLE' | 'not answered'
+
+/**
+ * A fetch that fails refreshes as a store outage does: the client is answered
+ * 503 STORE_UNAVAILABLE, or not at all (fetch rejects). `reached`: the service
+ * did the refresh and only its answer was lost (a Redis command that timed out
+ * after its write, a dropped connection); otherwise nothing reached the store.
+ * `failing` is how many attempts from now on fail.
+ */
+function failingRefreshes (fault: RefreshFault, { reached }: { reached: boolean }) {
+  const faults = {
+    failing: 0,
+    /** The refresh token each attempt carried, in order. */
+    sent: [] as string[],
+    fetch: (async (input, init) => {
+      if (new URL(String(input)).pathname !== '/auth/refresh') return fetch(input, init)
+      faults.sent.push((JSON.parse(String(init?.body)) as { refreshToken: string }).refreshToken)
+      if (faults.failing === 0) return fetch(input, init)
+      faults.failing--
+      if (reached) await (await fetch(input, init)).arrayBuffer()
+      if (fault === 'not answered') throw new TypeError('fetch failed')
+      return Response.json(new ServiceError('STORE_UNAVAILABLE').toJSON(), { status: 503 })
+    }) satisfies typeof fetch
+  }
+  return faults
+}
+
+/** The default policy's retries, shrunk: the same count, a hundredth of the wait. */
+const QUICK_RETRY = { delaysMs: [2, 4, 8, 16], withinMs: 8000 }
+const FAULTS: RefreshFault[] = ['answered 503 STORE_UNAVAILABLE', 'not answered']
+
+for (const fault of FAULTS) {
+  t.test(`a refresh done but ${fault}: sent again with the same token, every call answered, the session goes on`, async (t) => {
+    const faults = failingRefreshes(fault, { reached: true })
+    const { client, address, loginRequired } = await signedIn(t, running, { fetch: faults.fetch, refreshRetry: QUICK_RETRY })
+    const refreshes = running.count('/auth/refresh')
+    faults.failing = 1
+    running.clock.advance(ACCESS_TTL_MS + 1000)
+    const answers = await Promise.all(Array.from({ length: 5 }, () => client.me()))
+    t.ok(answers.every((user) => user.email === address), 'all 5 calls answered')
+    t.equal(refreshes(), 2, 'one refresh for the five calls, and exactly one retry')
+    t.equal(faults.sent[1], faults.sent[0], 'the retry carried the same refresh token')
+
+    // The retry was answered the successor the lost answer held, which refreshes in turn, long after the grace.
+    running.clock.advance(ACCESS_TTL_MS + 1000)
+    t.equal((await client.me()).email, address)
+    t.equal(refreshes(), 3)
+    t.not(faults.sent[2], faults.sent[0], 'with the successor')
+    t.strictSame(loginRequired, [], 'the session never ended')
+  })
+
+  t.test(`every attempt of a refresh ${fault} (Redis down): the call fails after four retries, the session is kept`, async (t) => {
+    const faults = failingRefreshes(fault, { reached: false })
+    const { client, address, loginRequired } = await signedIn(t, running, { fetch: faults.fetch, refreshRetry: QUICK_RETRY })
+    faults.failing = Infinity
+    running.clock.advance(ACCESS_TTL_MS + 1000)
+    await t.rejects(client.me(), fault === 'not answered'
+      ? { name: 'TypeError', message: 'fetch failed' }
+      : { name: 'AuthServiceError', status: 503, code: 'STORE_UNAVAILABLE' })
+    t.equal(faults.sent.length, 1 + QUICK_RETRY.delaysMs.length, 'the first attempt and four retries')
+    t.ok(faults.sent.every((token) => token === faults.sent[0]), 'all with the same refresh token')
+    t.ok(client.signedIn, 'the tokens are kept')
+    t.strictSame(loginRequired, [])
+
+    faults.failing = 0
+    const refreshes = running.count('/auth/refresh')
+    t.equal((await client.me()).email, address, 'once Redis is back, the kept refresh token refreshes')
+    t.equal(refreshes(), 1)
+  })
+}
+
+t.test('by default four retries, 3 s of backoff in all: the last well within the 10 s grace', async (t) => {
+  const faults = failingRefreshes('answered 503 STORE_UNAVAILABLE', { reached: false })
+  const sentAt: number[] = []
+  const timedFetch: typeof fetch = async (input, init) => {
+    if (new URL(String(input)).pathname === '/auth/refresh') sentAt.push(Date.now())
+    return faults.fetch(input, init)
+  }
+  const { client } = await signedIn(t, running, { fetch: timedFetch })
+  faults.failing = Infinity
+  running.clock.advance(ACCESS_TTL_MS + 1000)
+  await t.rejects(client.me(), { code: 'STORE_UNAVAILABLE' })
+  t.equal(sentAt.length, 5)
+  const waited = sentAt.at(-1)! - sentAt[0]!
+  // Timers may fire a millisecond early.
+  t.ok(waited >= 200 + 400 + 800 + 1600 - 4, `the retries waited ${waited} ms`)
+})
+
+t.test('no retry starts after the policy\'s window: a longer backoff ends the retries', async (t) => {
+  const faults = failingRefreshes('answered 503 STORE_UNAVAILABLE', { reached: false })
+  const { client } = await signedIn(t, running, { fetch: faults.fetch, refreshRetry: { delaysMs: [0, 0, 60_000], withinMs: 1000 } })
+  faults.failing = Infinity
+  running.clock.advance(ACCESS_TTL_MS + 1000)
+  await t.rejects(client.me(), { code: 'STORE_UNAVAILABLE' })
+  t.equal(faults.sent.length, 3, 'the first attempt and the two retries that fit')
+})

@@ -1,0 +1,218 @@
+import t from 'tap'
+import type { Test } from 'tap'
+import { ConfigError, loadConfig, parseDuration, type Config } from '../../src/config.js'
+
+const SECRET_32 = 'x'.repeat(32)
+
+/** Loads `env` expecting a ConfigError that names `variable`. */
+function refuses (t: Test, env: Record<string, string>, variable: string, name = `${JSON.stringify(env)} is refused`): void {
+  let caught: unknown
+  try {
+    loadConfig(env)
+  } catch (error) {
+    caught = error
+  }
+  t.ok(caught instanceof ConfigError, `${name}: throws a ConfigError`)
+  t.equal((caught as ConfigError | undefined)?.variable, variable, `${name}: names ${variable}`)
+  t.match((caught as Error | undefined)?.message, new RegExp(`^${variable}: `), `${name}: the message starts with the variable`)
+}
+
+t.test('defaults match the contract', async (t) => {
+  // API.md's configuration table, field by field (fields outside the contract may be added freely).
+  const expected: Partial<Config> = {
+    host: '127.0.0.1',
+    port: 3000,
+    dataDir: './data',
+    production: false,
+    databaseUrl: undefined,
+    redisUrl: undefined,
+    redisCluster: false,
+    accessTokenTtl: 600,
+    refreshTokenTtl: 14 * 86400,
+    sessionMaxAge: 90 * 86400,
+    rotateRefreshTokens: true,
+    refreshReuseGrace: 10,
+    jwt: {
+      algorithm: 'EdDSA',
+      privateKey: undefined,
+      publicKey: undefined,
+      secret: undefined,
+      previousPublicKeys: [],
+      issuer: 'auth-service',
+      audience: 'api'
+    },
+    cookieSecure: false,
+    loginRateLimit: { max: 10, windowSeconds: 60 },
+    signupRateLimit: { max: 50, windowSeconds: 600 },
+    refreshRateLimit: { max: 600, windowSeconds: 60 },
+    maxSessionsPerUser: 100,
+    corsOrigins: [],
+    trustProxy: false,
+    refreshBindIp: false,
+    introspectionSecret: undefined,
+    logLevel: 'info'
+  }
+  for (const [name, env] of [['no variables', {}], ['empty values', { PORT: '', HOST: '  ', ACCESS_TOKEN_TTL: '', JWT_ALGORITHM: ' ' }]] as const) {
+    const config = loadConfig(env)
+    for (const [field, value] of Object.entries(expected)) {
+      t.strictSame(config[field as keyof Config], value, `${name}: ${field}`)
+    }
+  }
+})
+
+t.test('production', async (t) => {
+  const config = loadConfig({ NODE_ENV: 'production' })
+  t.equal(config.production, true)
+  t.equal(config.cookieSecure, true, 'COOKIE_SECURE defaults to true in production')
+  t.equal(loadConfig({ NODE_ENV: 'production', COOKIE_SECURE: 'false' }).cookieSecure, false, 'and can be turned off')
+  t.equal(loadConfig({ NODE_ENV: 'development' }).cookieSecure, false)
+  t.equal(loadConfig({ COOKIE_SECURE: 'true' }).cookieSecure, true)
+})
+
+t.test('values are read', async (t) => {
+  const config = loadConfig({
+    HOST: '0.0.0.0',
+    PORT: '8080',
+    DATA_DIR: '/var/lib/auth',
+    DATABASE_URL: 'postgres://u:p@db:5432/auth',
+    REDIS_URL: 'rediss://cache:6380',
+    REDIS_CLUSTER: 'true',
+    ACCESS_TOKEN_TTL: '5m',
+    REFRESH_TOKEN_TTL: '2h',
+    SESSION_MAX_AGE: '30d',
+    ROTATE_REFRESH_TOKENS: 'false',
+    REFRESH_REUSE_GRACE: '0',
+    JWT_ALGORITHM: 'HS256',
+    JWT_SECRET: SECRET_32,
+    JWT_ISSUER: 'https://auth.example.com',
+    JWT_AUDIENCE: 'orders',
+    LOGIN_RATE_LIMIT: '5/30s',
+    SIGNUP_RATE_LIMIT: '500/1h',
+    REFRESH_RATE_LIMIT: '20/10s',
+    MAX_SESSIONS_PER_USER: '3',
+    CORS_ORIGINS: 'https://app.example.com, http://localhost:5173/',
+    REFRESH_BIND_IP: '1',
+    INTROSPECTION_SECRET: 's'.repeat(16),
+    LOG_LEVEL: 'warn'
+  })
+  t.match(config, {
+    host: '0.0.0.0',
+    port: 8080,
+    dataDir: '/var/lib/auth',
+    databaseUrl: 'postgres://u:p@db:5432/auth',
+    redisUrl: 'rediss://cache:6380',
+    redisCluster: true,
+    accessTokenTtl: 300,
+    refreshTokenTtl: 7200,
+    sessionMaxAge: 30 * 86400,
+    rotateRefreshTokens: false,
+    refreshReuseGrace: 0,
+    jwt: { algorithm: 'HS256', secret: SECRET_32, issuer: 'https://auth.example.com', audience: 'orders' },
+    loginRateLimit: { max: 5, windowSeconds: 30 },
+    signupRateLimit: { max: 500, windowSeconds: 3600 },
+    refreshRateLimit: { max: 20, windowSeconds: 10 },
+    maxSessionsPerUser: 3,
+    corsOrigins: ['https://app.example.com', 'http://localhost:5173'],
+    refreshBindIp: true,
+    introspectionSecret: 's'.repeat(16),
+    logLevel: 'warn'
+  })
+  t.equal(loadConfig({ DATABASE_URL: 'postgresql://db/auth' }).databaseUrl, 'postgresql://db/auth', 'postgresql: too')
+  t.equal(loadConfig({ JWT_SECRET: SECRET_32 }).jwt.secret, undefined, 'JWT_SECRET is ignored by the asymmetric algorithms')
+  t.equal(loadConfig({ JWT_ALGORITHM: 'HS256', JWT_SECRET: 'é'.repeat(16) }).jwt.secret, 'é'.repeat(16), '32 bytes, not characters')
+  t.equal(loadConfig({ REFRESH_REUSE_GRACE: '0s' }).refreshReuseGrace, 0, 'a zero grace is allowed')
+  t.equal(loadConfig({ MAX_SESSIONS_PER_USER: '1' }).maxSessionsPerUser, 1, 'one session per user at least')
+  t.equal(loadConfig({ MAX_SESSIONS_PER_USER: ' 100000 ' }).maxSessionsPerUser, 100_000, 'a hundred thousand at most')
+})
+
+t.test('parseDuration', async (t) => {
+  const good: Array<[string, number]> = [
+    ['90s', 90], ['10m', 600], ['2h', 7200], ['14d', 14 * 86400], ['600', 600], ['0', 0], ['1s', 1],
+    [' 10m ', 600], ['3650d', 3650 * 86400]
+  ]
+  for (const [text, seconds] of good) t.equal(parseDuration(text), seconds, `${JSON.stringify(text)} is ${seconds} s`)
+
+  const bad = ['1.5m', '-1', '10w', '', ' ', 'm10', '10 m', '10M', '1e3', '0x10', '10ms', '1h30m', 'ten', '+5',
+    '99999999999', '3651d', '100000h', String(2 ** 53)]
+  for (const text of bad) t.equal(parseDuration(text), undefined, `${JSON.stringify(text)} is refused`)
+})
+
+t.test('every bad value stops loading with a ConfigError naming the variable', async (t) => {
+  for (const name of ['ACCESS_TOKEN_TTL', 'REFRESH_TOKEN_TTL', 'SESSION_MAX_AGE', 'REFRESH_REUSE_GRACE']) {
+    refuses(t, { [name]: '1.5m' }, name)
+    refuses(t, { [name]: 'forever' }, name)
+    refuses(t, { [name]: '3651d' }, name, `${name} beyond ten years`)
+  }
+  for (const name of ['ACCESS_TOKEN_TTL', 'REFRESH_TOKEN_TTL', 'SESSION_MAX_AGE']) {
+    refuses(t, { [name]: '0' }, name, `${name} of zero`)
+    refuses(t, { [name]: '0m' }, name, `${name} of 0m`)
+  }
+
+  refuses(t, { JWT_ALGORITHM: 'none' }, 'JWT_ALGORITHM')
+  refuses(t, { JWT_ALGORITHM: 'HS512' }, 'JWT_ALGORITHM')
+  refuses(t, { JWT_ALGORITHM: 'eddsa' }, 'JWT_ALGORITHM', 'algorithms are case-sensitive')
+  refuses(t, { JWT_ALGORITHM: 'HS256' }, 'JWT_SECRET', 'HS256 without a secret')
+  refuses(t, { JWT_ALGORITHM: 'HS256', JWT_SECRET: 'x'.repeat(31) }, 'JWT_SECRET', 'HS256 with a 31-byte secret')
+  refuses(t, { JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----' }, 'JWT_PUBLIC_KEY',
+    'JWT_PUBLIC_KEY without JWT_PRIVATE_KEY')
+  refuses(t, { JWT_PREVIOUS_PUBLIC_KEYS: 'not a pem' }, 'JWT_PREVIOUS_PUBLIC_KEYS')
+
+  for (const port of ['http', '-1', '65536', '80.5', '0x50', '1e3']) refuses(t, { PORT: port }, 'PORT', `PORT=${port}`)
+
+  for (const name of ['ROTATE_REFRESH_TOKENS', 'COOKIE_SECURE', 'REDIS_CLUSTER', 'REFRESH_BIND_IP']) {
+    refuses(t, { [name]: 'yes' }, name)
+    refuses(t, { [name]: '2' }, name)
+  }
+
+  refuses(t, { DATABASE_URL: 'mysql://db/auth' }, 'DATABASE_URL')
+  refuses(t, { DATABASE_URL: 'db:5432' }, 'DATABASE_URL')
+  refuses(t, { DATABASE_URL: 'not a url' }, 'DATABASE_URL')
+  refuses(t, { REDIS_URL: 'http://cache:6379' }, 'REDIS_URL')
+  refuses(t, { REDIS_URL: 'cache:6379' }, 'REDIS_URL')
+  refuses(t, { REDIS_CLUSTER: 'true' }, 'REDIS_CLUSTER', 'REDIS_CLUSTER without REDIS_URL')
+
+  for (const name of ['LOGIN_RATE_LIMIT', 'SIGNUP_RATE_LIMIT', 'REFRESH_RATE_LIMIT']) {
+    for (const limit of ['10', '10/', '/1m', '0/1m', '10/0', '10/1w', 'ten/1m', '-1/1m', '10/1.5m', '1/1m/1m']) {
+      refuses(t, { [name]: limit }, name, `${name}=${limit}`)
+    }
+  }
+
+  for (const count of ['0', '-1', '1.5', '100001', '1e3', '0x10', 'ten', '+5', '9'.repeat(20)]) {
+    refuses(t, { MAX_SESSIONS_PER_USER: count }, 'MAX_SESSIONS_PER_USER', `MAX_SESSIONS_PER_USER=${count}`)
+  }
+
+  for (const origin of ['*', 'app.example.com', 'https://app.example.com/path', 'https://app.example.com?q', 'null',
+    'https://ok.example.com,nope']) {
+    refuses(t, { CORS_ORIGINS: origin }, 'CORS_ORIGINS', `CORS_ORIGINS=${origin}`)
+  }
+
+  for (const proxy of ['yes', '10.0.0.300', '10.0.0.0/33', '::1/129', '10.0.0.1,nope', '10.0.0.0/x', '-1']) {
+    refuses(t, { TRUST_PROXY: proxy }, 'TRUST_PROXY', `TRUST_PROXY=${proxy}`)
+  }
+
+  refuses(t, { LOG_LEVEL: 'verbose' }, 'LOG_LEVEL')
+  refuses(t, { LOG_LEVEL: 'INFO' }, 'LOG_LEVEL', 'LOG_LEVEL is case-sensitive like pino')
+  refuses(t, { INTROSPECTION_SECRET: 's'.repeat(15) }, 'INTROSPECTION_SECRET', 'a 15-byte introspection secret')
+})
+
+t.test('TRUST_PROXY', async (t) => {
+  t.equal(loadConfig({}).trustProxy, false)
+  t.equal(loadConfig({ TRUST_PROXY: 'false' }).trustProxy, false)
+  t.equal(loadConfig({ TRUST_PROXY: 'true' }).trustProxy, true)
+  t.equal(loadConfig({ TRUST_PROXY: 'TRUE' }).trustProxy, true, 'booleans in any case')
+  t.equal(loadConfig({ TRUST_PROXY: '2' }).trustProxy, 2, 'a hop count')
+  t.equal(loadConfig({ TRUST_PROXY: '0' }).trustProxy, 0)
+  t.strictSame(loadConfig({ TRUST_PROXY: '10.0.0.1' }).trustProxy, ['10.0.0.1'])
+  t.strictSame(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 192.168.1.1 ,::1, fd00::/8' }).trustProxy,
+    ['10.0.0.0/8', '192.168.1.1', '::1', 'fd00::/8'], 'addresses and CIDRs, IPv4 and IPv6')
+})
+
+t.test('PEM values may carry literal \\n', async (t) => {
+  const pem = '-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----'
+  const config = loadConfig({ JWT_PRIVATE_KEY: pem.replaceAll('PUBLIC', 'PRIVATE'), JWT_PUBLIC_KEY: pem })
+  t.equal(config.jwt.publicKey, '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----')
+  t.equal(config.jwt.privateKey, '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----')
+  const previous = loadConfig({ JWT_PREVIOUS_PUBLIC_KEYS: `${pem}\\n${pem.replace('AAAA', 'BBBB')}` }).jwt.previousPublicKeys
+  t.equal(previous.length, 2, 'several previous keys are split into blocks')
+  t.match(previous[1], /BBBB/)
+})
