@@ -140,6 +140,9 @@ async function jwtPlugin (fastify: FastifyInstance, options: JwtPluginOptions): 
       // stale so never served, but it takes a place: a forged token with a known kid
       // evicts the least recently used entry (which then costs one more signature check).
       cache: options.verifiedTokensKept ?? VERIFIED_TOKENS_KEPT,
+      // Keyed on the token itself, not on fast-jwt's default SHA-512 of it: about 5 MB for
+      // 10,000 tokens, and no hash on every request (bench, /users/me: 0.47x bare with it, 0.67x without).
+      cacheKeyBuilder: (token: string) => token,
       // Expiry being ours, an entry lasts at most as long as an access token does.
       cacheTTL: config.accessTokenTtl * 1000
     }
