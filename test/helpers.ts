@@ -207,6 +207,9 @@ export async function buildTestApp (t: Test, options: TestAppOptions = {}): Prom
   const app = await buildApp({
     passwordHasher: fastPasswordHasher,
     logger: false,
+    // A busy test machine lags: load shedding is tested on its own (test/plugins/under-pressure.test.ts),
+    // and answers elsewhere must not depend on how loaded the machine is. 0 turns the lag check off.
+    underPressure: { maxEventLoopDelay: 0 },
     ...appOptions,
     config,
     database,
