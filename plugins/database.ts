@@ -24,14 +24,14 @@ async function databasePlugin (fastify: FastifyInstance, options: DatabasePlugin
   if (database === undefined) {
     database = await openDatabase(
       config.databaseUrl !== undefined ? { url: config.databaseUrl } : { dataDir: config.dataDir },
-      (error) => fastify.log.warn({ err: error }, 'idle database connection failed')
+      { onIdleError: (error) => fastify.log.warn({ err: error }, 'idle database connection failed') }
     )
     const owned = database
     fastify.addHook('onClose', () => owned.close())
   }
   await database.migrate()
   fastify.decorate('database', database)
-  fastify.decorate('users', new UserRepository(database.db, { rememberCredentials: exclusive }))
+  fastify.decorate('users', new UserRepository(database.db, { rememberCredentials: exclusive, timing: fastify.metrics.storeTiming('postgres') }))
 }
 
-export default fp(databasePlugin, { name: 'database', dependencies: ['config'] })
+export default fp(databasePlugin, { name: 'database', dependencies: ['config', 'metrics'] })

@@ -9,19 +9,30 @@ declare module 'fastify' {
 }
 
 export interface PasswordsPluginOptions {
-  /** A hasher owned by the caller (tests share one with cheap parameters); else one with OWASP's, stopped with the app. */
+  /**
+   * A hasher owned by the caller (tests share one with cheap parameters); else one with OWASP's, stopped with the app.
+   * Its queue and waits are its own: apps sharing one each report all of them in their metrics.
+   */
   passwordHasher?: PasswordHasher
 }
 
 /** Password hashing (argon2id in threads of its own, src/passwords.ts). */
 async function passwordsPlugin (fastify: FastifyInstance, options: PasswordsPluginOptions): Promise<void> {
-  if (options.passwordHasher !== undefined) {
-    fastify.decorate('passwords', options.passwordHasher)
-    return
+  let passwords = options.passwordHasher
+  if (passwords === undefined) {
+    const owned = createPasswordHasher()
+    fastify.addHook('onClose', () => owned.stopThreads())
+    passwords = owned
   }
-  const passwords = createPasswordHasher()
-  fastify.addHook('onClose', () => passwords.stopThreads())
+  const { metrics } = fastify
+  const hasher = passwords
+  metrics.watch({ hashingQueueDepth: () => hasher.queued })
+  const stopObserving = passwords.observe((event) => {
+    if ('refused' in event) metrics.hashingRefused()
+    else metrics.hashingWaited(event.waitSeconds)
+  })
+  fastify.addHook('onClose', async () => stopObserving())
   fastify.decorate('passwords', passwords)
 }
 
-export default fp(passwordsPlugin, { name: 'passwords' })
+export default fp(passwordsPlugin, { name: 'passwords', dependencies: ['metrics'] })

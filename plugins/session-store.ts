@@ -2,7 +2,8 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { MemorySessionStore } from '../src/memory-session-store.js'
 import { RedisSessionStore } from '../src/redis-session-store.js'
-import type { SessionStore } from '../src/session-store.js'
+import { SESSION_STORE_OPERATIONS, type SessionStore } from '../src/session-store.js'
+import { withTiming } from '../src/store-timing.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -18,16 +19,18 @@ export interface SessionStorePluginOptions {
 
 /** Sessions in Redis when it is configured, else in this process. */
 async function sessionStorePlugin (fastify: FastifyInstance, options: SessionStorePluginOptions): Promise<void> {
-  if (options.sessionStore !== undefined) {
-    fastify.decorate('sessionStore', options.sessionStore)
-  } else if (fastify.hasDecorator('redis')) {
+  let store = options.sessionStore
+  if (store === undefined && fastify.hasDecorator('redis')) {
     // The connection is the redis plugin's, closed by it.
-    fastify.decorate('sessionStore', new RedisSessionStore(fastify.redis, { prefix: options.redisKeyPrefix ?? fastify.config.redisKeyPrefix }))
-  } else {
-    const store = new MemorySessionStore(fastify.clock)
-    fastify.addHook('onClose', async () => store.stopSweeping())
-    fastify.decorate('sessionStore', store)
+    store = new RedisSessionStore(fastify.redis, { prefix: options.redisKeyPrefix ?? fastify.config.redisKeyPrefix })
+  } else if (store === undefined) {
+    const memoryStore = new MemorySessionStore(fastify.clock)
+    fastify.addHook('onClose', async () => memoryStore.stopSweeping())
+    store = memoryStore
   }
+  // Every operation timed for the metrics (store latency and errors).
+  const timing = fastify.metrics.storeTiming(store instanceof RedisSessionStore ? 'redis' : 'memory')
+  fastify.decorate('sessionStore', withTiming(store, SESSION_STORE_OPERATIONS, timing))
 }
 
-export default fp(sessionStorePlugin, { name: 'session-store', dependencies: ['config', 'redis'] })
+export default fp(sessionStorePlugin, { name: 'session-store', dependencies: ['config', 'redis', 'metrics'] })

@@ -17,8 +17,10 @@ async function sessionsPlugin (fastify: FastifyInstance): Promise<void> {
     policy: config,
     revocations: fastify.revocations,
     users: fastify.userFacts,
+    events: fastify.securityEvents,
+    refreshed: (outcome) => fastify.metrics.refresh(outcome),
     issueAccessToken: (userId, sessionId, notAfter) => fastify.accessTokens.issue(userId, sessionId, notAfter)
   }))
 }
 
-export default fp(sessionsPlugin, { name: 'sessions', dependencies: ['config', 'jwt', 'session-store', 'revocations', 'user-facts'] })
+export default fp(sessionsPlugin, { name: 'sessions', dependencies: ['config', 'jwt', 'session-store', 'revocations', 'user-facts', 'security-events', 'metrics'] })

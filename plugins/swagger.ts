@@ -138,10 +138,10 @@ async function swaggerPlugin (fastify: FastifyInstance): Promise<void> {
       },
       tags: [
         { name: 'auth', description: 'Signup, login, refresh, logout and password' },
-        { name: 'sessions', description: 'The signed-in user\'s sessions (devices)' },
+        { name: 'sessions', description: 'The signed-in user\'s sessions (devices) and security events' },
         { name: 'users', description: 'The signed-in user' },
         { name: 'keys', description: 'Verifying access tokens: public keys, introspection' },
-        { name: 'health', description: 'Readiness' }
+        { name: 'health', description: 'Readiness, liveness and metrics' }
       ],
       components: {
         securitySchemes: {
@@ -162,6 +162,11 @@ async function swaggerPlugin (fastify: FastifyInstance): Promise<void> {
             type: 'http',
             scheme: 'bearer',
             description: 'INTROSPECTION_SECRET, for other services calling `POST /auth/introspect` (not an access token)'
+          },
+          metricsToken: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'METRICS_TOKEN, for a Prometheus scraper calling `GET /metrics` (not an access token)'
           }
         }
       }

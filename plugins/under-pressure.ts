@@ -1,8 +1,18 @@
 import { getHeapStatistics } from 'node:v8'
 import fastifyUnderPressure from '@fastify/under-pressure'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { RateLimitedError } from '../src/rate-limited.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * @fastify/under-pressure's own per-route handler: a route that must answer
+     * under pressure (liveness, metrics) declares one that returns nothing.
+     */
+    pressureHandler?: (request: FastifyRequest, reply: FastifyReply, type: string, value: number | undefined) => Promise<void> | void
+  }
+}
 
 export interface UnderPressureOptions {
   /** Mean event-loop delay over a sample, in ms, above which requests are refused. */
@@ -21,7 +31,9 @@ const RETRY_AFTER_SECONDS = 2
  * more than a second on average, or the heap is nearly at V8's limit, every
  * request (/health included, so a balancer moves traffic elsewhere) is
  * answered at once with 429 RATE_LIMITED and Retry-After, instead of joining
- * a queue that only grows. The thresholds are far above anything a healthy
+ * a queue that only grows. Liveness and metrics are still served: an
+ * overloaded process is alive (restarting it would only add load), and its
+ * metrics are what shows the overload. The thresholds are far above anything a healthy
  * instance reaches, even while PGlite migrates or argon2 is saturated.
  */
 async function underPressurePlugin (fastify: FastifyInstance, options: UnderPressureOptions): Promise<void> {

@@ -2,16 +2,13 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { ServiceError } from '../src/errors.js'
+import type { LoginOutcome } from '../src/metrics.js'
+import { RateLimitedError } from '../src/rate-limited.js'
 import { Credentials, PasswordChangeBody, RefreshTokenBody, SET_REFRESH_COOKIE_HEADER, SignupBody, TokenPairResponse, UserResponse, userResponseOf } from './schemas.js'
 import { documented, errorResponses } from '../plugins/shared/openapi.js'
-import type { ClientInfo, TokenPair } from '../src/sessions.js'
+import { clientOf } from '../plugins/shared/client.js'
+import type { TokenPair } from '../src/sessions.js'
 import { normalizeEmail } from '../src/users.js'
-
-const MAX_USER_AGENT_LENGTH = 256
-
-function clientOf (request: FastifyRequest): ClientInfo {
-  return { ip: request.ip, userAgent: (request.headers['user-agent'] ?? '').slice(0, MAX_USER_AGENT_LENGTH) }
-}
 
 /** Emails are compared trimmed and lower-cased; normalize before the schema's format check. */
 async function normalizeEmailField (request: FastifyRequest): Promise<void> {
@@ -29,10 +26,16 @@ function sendPair (reply: FastifyReply, pair: TokenPair): TokenPair {
   return pair
 }
 
+/** How a failed login counts: a wrong password, a full hashing line, or a store away. */
+function loginOutcomeOf (error: unknown): LoginOutcome {
+  if (error instanceof ServiceError && error.code === 'INVALID_CREDENTIALS') return 'invalid_credentials'
+  return error instanceof RateLimitedError ? 'busy' : 'unavailable'
+}
+
 const REFRESH_FAILURES = new Set(['REFRESH_TOKEN_EXPIRED', 'REFRESH_TOKEN_INVALID', 'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED'])
 
 const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { users, passwords, sessions, accessTokens, rateLimits } = fastify
+  const { users, passwords, sessions, accessTokens, rateLimits, securityEvents, metrics } = fastify
 
   fastify.post('/auth/signup', {
     config: { public: true, rateLimitPolicy: 'signup' },
@@ -53,6 +56,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     const { email, password } = request.body
     const user = await users.create(email, await passwords.hash(password))
     if (user === undefined) throw new ServiceError('EMAIL_TAKEN')
+    securityEvents.record({ type: 'signup', userId: user.id, ...clientOf(request) })
     return reply.code(201).send(userResponseOf(user))
   })
 
@@ -74,13 +78,25 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     const { email, password } = request.body
-    const user = await users.findByEmail(email)
-    // An unknown email costs the same hashing work as a wrong password: timing tells nothing.
-    const valid = user === undefined
-      ? await passwords.verifyAgainstDecoy(password)
-      : await passwords.verify(user.passwordHash, password)
-    if (!valid || user === undefined) throw new ServiceError('INVALID_CREDENTIALS')
-    return sendPair(reply, await sessions.open(user, clientOf(request)))
+    const client = clientOf(request)
+    try {
+      const user = await users.findByEmail(email)
+      // An unknown email costs the same hashing work as a wrong password: timing tells nothing.
+      const valid = user === undefined
+        ? await passwords.verifyAgainstDecoy(password)
+        : await passwords.verify(user.passwordHash, password)
+      if (!valid || user === undefined) {
+        // Recorded with its account when there is one; an unknown email, without a user (and never the email itself).
+        securityEvents.record({ type: 'login_failed', userId: user?.id ?? null, ...client })
+        throw new ServiceError('INVALID_CREDENTIALS')
+      }
+      const pair = await sessions.open(user, client)
+      metrics.login('succeeded')
+      return sendPair(reply, pair)
+    } catch (error) {
+      metrics.login(loginOutcomeOf(error))
+      throw error
+    }
   })
 
   fastify.post('/auth/refresh', {
@@ -141,7 +157,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     // Read whatever the body holds: with two cookies, nothing is revoked.
     const cookie = request.refreshCookie()
     const refreshToken = request.body?.refreshToken ?? cookie
-    const revoked = await sessions.logout({ refreshToken, sessionId: await sessionOfBearer(request) })
+    const revoked = await sessions.logout({ refreshToken, sessionId: await sessionOfBearer(request) }, clientOf(request))
     // A logout that revokes nothing is the one a probe or a flood sends; a real one is never held back.
     if (!revoked) await rateLimits.consume('logout-noop', request, reply)
     return reply.clearRefreshCookie().code(204).send()
@@ -169,7 +185,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       throw new ServiceError('INVALID_CREDENTIALS', 'The current password is wrong')
     }
     const passwordHash = await passwords.hash(request.body.newPassword)
-    await sessions.changeCredentials(user, sid, () => users.updatePassword(user.id, passwordHash))
+    await sessions.changeCredentials(user, { ...clientOf(request), sessionId: sid }, () => users.updatePassword(user.id, passwordHash))
     return reply.code(204).send(null)
   })
 

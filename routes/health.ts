@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { HealthResponse } from './schemas.js'
+import { HealthResponse, LivenessResponse } from './schemas.js'
 import { documented, errorResponses } from '../plugins/shared/openapi.js'
 
 /** A check that has not answered by then counts as down: the health route itself never hangs. */
@@ -27,11 +27,15 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['health'],
       operationId: 'getHealth',
       summary: 'Readiness of the service and its stores',
-      description: '200 when the database and (when configured) Redis answer within 2 s; 503 when one does not. ' +
-        'For load balancers and orchestrators (the Docker image\'s HEALTHCHECK uses it).',
+      description: 'Readiness: 200 when the database and (when configured) Redis answer within 2 s and the revocation ' +
+        'feed is connected; 503 when one is not. For load balancers and orchestrators (the Docker image\'s HEALTHCHECK ' +
+        'uses it); `GET /health/live` is liveness.',
       response: {
-        200: documented(HealthResponse, { description: 'Ready', examples: [{ status: 'ok', checks: { database: 'ok', redis: 'ok' } }] }),
-        503: documented(HealthResponse, { description: 'Not ready: a store is down', examples: [{ status: 'unavailable', checks: { database: 'ok', redis: 'down' } }] }),
+        200: documented(HealthResponse, { description: 'Ready', examples: [{ status: 'ok', checks: { database: 'ok', redis: 'ok', revocationFeed: 'ok' } }] }),
+        503: documented(HealthResponse, {
+          description: 'Not ready: a store or the revocation feed is down',
+          examples: [{ status: 'unavailable', checks: { database: 'ok', redis: 'down', revocationFeed: 'down' } }]
+        }),
         ...errorResponses()
       }
     }
@@ -40,9 +44,23 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       check(() => fastify.database.ping()),
       fastify.hasDecorator('redis') ? check(() => fastify.sessionStore.ping()) : Promise.resolve('disabled' as const)
     ])
-    const healthy = database === 'ok' && redis !== 'down'
-    return reply.code(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'unavailable', checks: { database, redis } })
+    const revocationFeed = !fastify.hasDecorator('redis') ? 'disabled' : fastify.revocations.connected ? 'ok' : 'down'
+    const healthy = database === 'ok' && redis !== 'down' && revocationFeed !== 'down'
+    return reply.code(healthy ? 200 : 503).send({ status: healthy ? 'ok' : 'unavailable', checks: { database, redis, revocationFeed } })
   })
+
+  fastify.get('/health/live', {
+    // Answered under load shedding too: an overloaded process is alive, and restarting it would only add load.
+    config: { public: true, pressureHandler: () => {} },
+    schema: {
+      tags: ['health'],
+      operationId: 'getLiveness',
+      summary: 'Liveness of the process',
+      description: '200 while the process serves requests, whatever its stores: an orchestrator restarts the process ' +
+        'when this stops answering, and takes it out of rotation when `GET /health` (readiness) fails.',
+      response: { 200: documented(LivenessResponse, { description: 'Alive' }), ...errorResponses() }
+    }
+  }, async () => ({ status: 'ok' as const }))
 }
 
 export default healthRoutes

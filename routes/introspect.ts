@@ -1,9 +1,7 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
 import fastifyFormbody from '@fastify/formbody'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { bearerToken } from '../src/access-token.js'
-import { ServiceError } from '../src/errors.js'
+import { requireBearerSecret } from '../plugins/shared/bearer-secret.js'
 import { errorResponses } from '../plugins/shared/openapi.js'
 
 const IntrospectionBody = Type.Object({
@@ -26,8 +24,6 @@ const Introspection = Type.Object({
   examples: [{ active: true, sub: '5f1c…', sid: '01a2…', jti: '8ef4…', iat: 1795439013, exp: 1795439613, iss: 'auth-service', aud: 'api', token_type: 'Bearer' }, { active: false }]
 })
 
-const sha256 = (text: string): Buffer => createHash('sha256').update(text).digest()
-
 /**
  * RFC 7662 token introspection for other services, for the operations where a
  * token's signature is not enough and they must know its session is still
@@ -37,7 +33,6 @@ const introspectionRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config, accessTokens, revocations, sessions } = fastify
   // RFC 7662 clients send forms; accepted on this route only (elsewhere only JSON is, against CSRF).
   await fastify.register(fastifyFormbody)
-  const expected = config.introspectionSecret === undefined ? undefined : sha256(config.introspectionSecret)
 
   fastify.post('/auth/introspect', {
     config: { public: true },
@@ -55,22 +50,7 @@ const introspectionRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         ...errorResponses('ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_INVALID', 'NOT_FOUND', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
       }
     },
-    // The caller is authenticated before its body is even read.
-    onRequest: async (request, reply) => {
-      if (expected === undefined) throw new ServiceError('NOT_FOUND', 'Introspection is not enabled')
-      let presented: string
-      try {
-        presented = bearerToken(request.headers.authorization)
-      } catch (error) {
-        reply.header('www-authenticate', 'Bearer')
-        throw error
-      }
-      // Digests of equal length, compared in constant time: the secret's length leaks nothing either.
-      if (!timingSafeEqual(sha256(presented), expected)) {
-        reply.header('www-authenticate', 'Bearer error="invalid_token"')
-        throw new ServiceError('ACCESS_TOKEN_INVALID', 'Wrong introspection secret')
-      }
-    }
+    onRequest: requireBearerSecret(config.introspectionSecret, 'Introspection')
   }, async (request, reply) => {
     reply.header('cache-control', 'no-store')
 

@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox'
 import type { HeadersDocumentation } from '../plugins/shared/openapi.js'
+import { SECURITY_EVENT_TYPES, type SecurityEvent, type SecurityEventType } from '../src/security-events.js'
 import type { UserProfile } from '../src/users.js'
 
 /*
@@ -123,9 +124,51 @@ export const HealthResponse = Type.Object({
     database: Type.Union([Type.Literal('ok'), Type.Literal('down')]),
     redis: Type.Union([Type.Literal('ok'), Type.Literal('down'), Type.Literal('disabled')], {
       description: '`disabled` when REDIS_URL is unset (sessions in process)'
+    }),
+    revocationFeed: Type.Union([Type.Literal('ok'), Type.Literal('down'), Type.Literal('disabled')], {
+      description: 'Whether revocations from the other instances reach this one (Redis pub/sub subscribed, and caught up ' +
+        'since its last reconnect); `disabled` without Redis. While it is down, this instance could accept a revoked access token.'
     })
   })
 })
+
+export const LivenessResponse = Type.Object({ status: Type.Literal('ok') }, { examples: [{ status: 'ok' }] })
+
+export const EventPageQuery = Type.Object({
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Events a page: 20 unless given, at most 100' })),
+  before: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'The `next` of the previous page' }))
+}, { additionalProperties: false })
+
+const EXAMPLE_EVENT = {
+  id: '1042',
+  type: 'login',
+  at: '2030-01-03T14:05:12.000Z',
+  ip: '203.0.113.7',
+  userAgent: 'Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0',
+  sessionId: EXAMPLE_SESSION_ID,
+  actorId: null
+}
+
+const SecurityEventResponse = Type.Object({
+  id: Type.String({ description: 'Opaque; unique' }),
+  type: Type.Unsafe<SecurityEventType>({ type: 'string', enum: [...SECURITY_EVENT_TYPES] }),
+  at: Type.String({ format: 'date-time' }),
+  ip: Type.Union([Type.String(), Type.Null()], { description: 'Client address (null once the account is deleted)' }),
+  userAgent: Type.Union([Type.String(), Type.Null()]),
+  sessionId: Type.Union([Type.String(), Type.Null()], { description: 'The session it happened in, or the one it ended' }),
+  actorId: Type.Union([Type.String(), Type.Null()], { description: 'The admin who acted on the account; null when the user did' })
+})
+
+export const SecurityEventPage = Type.Object({
+  events: Type.Array(SecurityEventResponse),
+  next: Type.Union([Type.String(), Type.Null()], { description: 'Pass as `before` for older events; null on the last page' })
+}, { examples: [{ events: [EXAMPLE_EVENT], next: 'MTc5NjY0OTYwMDAwMC4xMDQy' }] })
+
+/** An event as the API shows it to its user. */
+export function eventResponseOf (event: SecurityEvent): Static<typeof SecurityEventResponse> {
+  const { id, type, at, ip, userAgent, sessionId, actorId } = event
+  return { id, type, at: at.toISOString(), ip, userAgent, sessionId, actorId }
+}
 
 const EXAMPLE_JWKS = {
   keys: [{

@@ -1,12 +1,16 @@
+import type { FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { SET_REFRESH_COOKIE_HEADER, SessionList, SessionParams } from './schemas.js'
+import { clientOf } from '../plugins/shared/client.js'
 import { documented, errorResponses } from '../plugins/shared/openapi.js'
+import type { Caller } from '../src/sessions.js'
 
 const ACCESS_ERRORS = ['ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED', 'STORE_UNAVAILABLE'] as const
 /** These routes take no body, but a POST or DELETE may come with one: too large or not JSON, it is refused. */
 const BODY_ERRORS = ['PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE'] as const
 const iso = (ms: number): string => new Date(ms).toISOString()
+const callerOf = (request: FastifyRequest): Caller => ({ ...clientOf(request), sessionId: request.auth!.sid })
 
 /** The signed-in user's sessions: list them, end one, end all, or end all others. */
 const sessionRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -42,7 +46,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 204: Type.Null({ description: 'The session is revoked' }), ...errorResponses(...ACCESS_ERRORS, ...BODY_ERRORS, 'NOT_FOUND') }
     }
   }, async (request, reply) => {
-    await sessions.revokeOwned(request.auth!.sub, request.params.id)
+    await sessions.revokeOwned(request.auth!.sub, request.params.id, clientOf(request))
     return reply.code(204).send(null)
   })
 
@@ -58,7 +62,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
   }, async (request, reply) => {
-    await sessions.revokeAll(request.auth!.sub)
+    await sessions.revokeAll(request.auth!.sub, callerOf(request))
     return reply.clearRefreshCookie().code(204).send(null)
   })
 
@@ -71,7 +75,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 204: Type.Null({ description: 'Every other session is revoked' }), ...errorResponses(...ACCESS_ERRORS, ...BODY_ERRORS) }
     }
   }, async (request, reply) => {
-    await sessions.revokeAll(request.auth!.sub, request.auth!.sid)
+    await sessions.revokeAll(request.auth!.sub, callerOf(request), { keepCallerSession: true })
     return reply.code(204).send(null)
   })
 }

@@ -1,4 +1,5 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { AjvCompiler, type RouteDefinition } from '@fastify/ajv-compiler'
+import Fastify, { type FastifyInstance, type FastifySchemaCompiler, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
@@ -10,11 +11,13 @@ import databasePlugin from '../plugins/database.js'
 import drainPlugin from '../plugins/drain.js'
 import errorsPlugin, { clientErrorHandler } from '../plugins/errors.js'
 import jwtPlugin from '../plugins/jwt.js'
+import metricsPlugin from '../plugins/metrics.js'
 import rateLimitPlugin, { type RateLimitSettings } from '../plugins/rate-limit.js'
 import passwordsPlugin from '../plugins/passwords.js'
 import redisPlugin from '../plugins/redis.js'
 import requestIdPlugin from '../plugins/request-id.js'
 import revocationsPlugin from '../plugins/revocations.js'
+import securityEventsPlugin, { type SecurityEventsPluginOptions } from '../plugins/security-events.js'
 import securityHeadersPlugin from '../plugins/security-headers.js'
 import sessionStorePlugin from '../plugins/session-store.js'
 import sessionsPlugin from '../plugins/sessions.js'
@@ -22,9 +25,11 @@ import swaggerPlugin from '../plugins/swagger.js'
 import userFactsPlugin from '../plugins/user-facts.js'
 import underPressurePlugin, { type UnderPressureOptions } from '../plugins/under-pressure.js'
 import authRoutes from '../routes/auth.js'
+import eventRoutes from '../routes/events.js'
 import healthRoutes from '../routes/health.js'
 import introspectionRoutes from '../routes/introspect.js'
 import keyRoutes from '../routes/keys.js'
+import metricsRoutes from '../routes/metrics.js'
 import sessionRoutes from '../routes/sessions.js'
 import userRoutes from '../routes/users.js'
 import { systemClock, type Clock } from './clock.js'
@@ -50,6 +55,8 @@ export interface AppOptions {
   rateLimits?: Partial<RateLimitSettings>
   /** Overrides of the load-shedding thresholds (plugins/under-pressure.ts). */
   underPressure?: UnderPressureOptions
+  /** Overrides of how security events are batched (plugins/security-events.ts). */
+  securityEvents?: SecurityEventsPluginOptions
 }
 
 /** Auth requests are small; anything larger is refused before it is read. */
@@ -79,12 +86,26 @@ const REDACTED_PATHS = [
 ]
 
 /**
+ * Validators by request part. A JSON body is checked as it was sent: a "5"
+ * is not a number, and an unknown field is refused (400) rather than silently
+ * dropped. A query string holds only text, so its numbers are read as
+ * numbers (`?limit=20`).
+ */
+function validatorCompiler (): FastifySchemaCompiler<RouteDefinition['schema']> {
+  const fromPool = AjvCompiler()
+  const strict = fromPool({}, { customOptions: { coerceTypes: false, removeAdditional: false } })
+  const fromText = fromPool({}, { customOptions: { coerceTypes: true, removeAdditional: false } })
+  return (route) => route.httpPart === 'body' ? strict(route) : fromText(route)
+}
+
+/**
  * The whole service as one plugin, in a fixed order: configuration and
  * errors, storage, tokens and sessions, the auth hook and docs, then routes.
  */
 async function app (fastify: FastifyInstance, options: AppOptions): Promise<void> {
   // Only JSON bodies: a form or text body is refused with 415 (this also blocks form-based CSRF).
   fastify.removeContentTypeParser(['text/plain'])
+  fastify.setValidatorCompiler(validatorCompiler())
   // JSON as Fastify parses it (prototype poisoning refused), except that an empty
   // body is no body: `POST /auth/refresh` with the JSON content type and only the
   // cookie, as clients and Swagger UI send it.
@@ -97,6 +118,8 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
 
   await fastify.register(configPlugin, { config: options.config, clock: options.clock ?? systemClock })
   await fastify.register(errorsPlugin)
+  // Before the stores and the routes: every store reports its latency, every route its requests.
+  await fastify.register(metricsPlugin)
   await fastify.register(securityHeadersPlugin)
   await fastify.register(requestIdPlugin)
   await fastify.register(drainPlugin)
@@ -110,6 +133,7 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
   await fastify.register(revocationsPlugin, { redisKeyPrefix: options.redisKeyPrefix })
   await fastify.register(jwtPlugin, { verifiedTokensKept: options.verifiedTokensKept })
   await fastify.register(passwordsPlugin, { passwordHasher: options.passwordHasher })
+  await fastify.register(securityEventsPlugin, options.securityEvents ?? {})
   await fastify.register(sessionsPlugin)
   await fastify.register(corsPlugin)
   await fastify.register(authPlugin)
@@ -122,9 +146,11 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
     await cookieRoutes.register(sessionRoutes)
   })
   await fastify.register(userRoutes)
+  await fastify.register(eventRoutes)
   await fastify.register(keyRoutes)
   await fastify.register(introspectionRoutes)
   await fastify.register(healthRoutes)
+  await fastify.register(metricsRoutes)
 }
 
 /** Not encapsulated, so the caller (server or test) sees the app's decorators. */
@@ -146,9 +172,7 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     return503OnClosing: false,
     // A request must arrive whole within 30 s: slow senders cannot hold connections open (slowloris).
     requestTimeout: 30_000,
-    clientErrorHandler,
-    // additionalProperties: false rejects unknown fields (400) rather than silently dropping them.
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } }
+    clientErrorHandler
   }
   const fastify = Fastify(serverOptions).withTypeProvider<TypeBoxTypeProvider>()
   await fastify.register(appPlugin, options)

@@ -46,6 +46,10 @@ export interface Config {
   trustProxy: boolean | number | string[]
   refreshBindIp: boolean
   introspectionSecret: string | undefined
+  /** The bearer secret of `/metrics`; unset, the route answers 404. */
+  metricsToken: string | undefined
+  /** Seconds security events are kept. */
+  auditRetention: number
   logLevel: LogLevel
 }
 
@@ -143,6 +147,11 @@ export function loadConfig (env: Env = process.env): Config {
     throw new ConfigError('INTROSPECTION_SECRET', 'must be at least 16 bytes')
   }
 
+  const metricsToken = read('METRICS_TOKEN')
+  if (metricsToken !== undefined && Buffer.byteLength(metricsToken) < 16) {
+    throw new ConfigError('METRICS_TOKEN', 'must be at least 16 bytes')
+  }
+
   const redisCluster = boolean('REDIS_CLUSTER', false)
   const redisUrl = url('REDIS_URL', ['redis:', 'rediss:'])
   if (redisCluster && redisUrl === undefined) throw new ConfigError('REDIS_CLUSTER', 'is true but REDIS_URL is not set')
@@ -190,6 +199,8 @@ export function loadConfig (env: Env = process.env): Config {
     trustProxy: trustProxy('TRUST_PROXY', read('TRUST_PROXY')),
     refreshBindIp: boolean('REFRESH_BIND_IP', false),
     introspectionSecret,
+    metricsToken,
+    auditRetention: duration('AUDIT_RETENTION', '90d'),
     logLevel: logLevel as LogLevel
   }
 }

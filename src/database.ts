@@ -32,11 +32,21 @@ export type DatabaseLocation = { url: string } | { dataDir: string } | { memory:
 /** Any key works as long as every instance uses the same one; this is "auth-svc" in ASCII. */
 const MIGRATION_LOCK_KEY = 0x617574682d737663n
 
-export async function openDatabase (location: DatabaseLocation, onIdleError: (error: Error) => void = () => {}): Promise<DatabaseHandle> {
-  return 'url' in location ? openPostgres(location.url, onIdleError) : openPglite(location)
+export interface OpenDatabaseOptions {
+  /** A connection of the pool that failed while idle (the server restarted, say); it is replaced on demand. */
+  onIdleError?: (error: Error) => void
+  /** Told of every SQL statement sent (drizzle's query logger): for diagnosis, and for tests that count queries. */
+  onQuery?: (query: string) => void
 }
 
-function openPostgres (url: string, onIdleError: (error: Error) => void): DatabaseHandle {
+export async function openDatabase (location: DatabaseLocation, options: OpenDatabaseOptions = {}): Promise<DatabaseHandle> {
+  const logger = options.onQuery === undefined ? undefined : { logQuery: options.onQuery }
+  return 'url' in location ? openPostgres(location.url, options.onIdleError ?? (() => {}), logger) : openPglite(location, logger)
+}
+
+type QueryLogger = { logQuery: (query: string) => void } | undefined
+
+function openPostgres (url: string, onIdleError: (error: Error) => void, logger: QueryLogger): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString: url,
     max: 10,
@@ -47,7 +57,7 @@ function openPostgres (url: string, onIdleError: (error: Error) => void): Databa
   })
   // An idle connection dropped by the server must not crash the process.
   pool.on('error', onIdleError)
-  const db = drizzlePostgres({ client: pool, schema })
+  const db = drizzlePostgres({ client: pool, schema, logger })
   return {
     db,
     kind: 'postgres',
@@ -72,7 +82,7 @@ function openPostgres (url: string, onIdleError: (error: Error) => void): Databa
   }
 }
 
-async function openPglite (location: { dataDir: string } | { memory: true, image?: Blob }): Promise<DatabaseHandle> {
+async function openPglite (location: { dataDir: string } | { memory: true, image?: Blob }, logger: QueryLogger): Promise<DatabaseHandle> {
   let client: PGlite
   if ('dataDir' in location) {
     const folder = join(location.dataDir, 'pgdata')
@@ -82,7 +92,7 @@ async function openPglite (location: { dataDir: string } | { memory: true, image
     client = new PGlite({ loadDataDir: location.image })
   }
   await client.waitReady
-  const db = drizzlePglite({ client, schema })
+  const db = drizzlePglite({ client, schema, logger })
   return {
     db,
     kind: 'pglite',

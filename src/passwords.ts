@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os'
 import type { Options } from '@node-rs/argon2'
 import { Piscina } from 'piscina'
 import { ServiceError } from './errors.js'
-import type { PasswordTask } from './password-worker.js'
+import type { PasswordTask, PasswordTaskResult } from './password-worker.js'
 import { RateLimitedError } from './rate-limited.js'
 
 /** OWASP's first argon2id recommendation: 19 MiB, two passes, one lane. */
@@ -26,7 +26,13 @@ export interface PasswordHasher {
   verifyAgainstDecoy(password: string): Promise<false>
   /** Stops the hashing threads; a hash asked for afterwards starts them again. */
   stopThreads(): Promise<void>
+  /** Hashes and checks waiting for a thread now. */
+  readonly queued: number
+  /** Calls `listener` with each task's wait for a thread (seconds), and with `refused` for each one a full line refused; answers how to stop. */
+  observe(listener: HashingListener): () => void
 }
+
+export type HashingListener = (event: { waitSeconds: number } | { refused: true }) => void
 
 /** How many hashes run at once, and how many may wait behind them. */
 export interface HashingLimits {
@@ -115,7 +121,8 @@ export function createPasswordHasher (options: Options = OWASP_ARGON2ID, limits:
   const params = { ...options }
   let decoyHash: Promise<string> | undefined
   // argon2 runs in threads of its own, started on first use, at a lower priority than the event loop.
-  const threads = new Piscina<PasswordTask, string | boolean>({
+  const listeners = new Set<HashingListener>()
+  const threads = new Piscina<PasswordTask, PasswordTaskResult>({
     filename: limits.workerFile ?? WORKER_FILE,
     minThreads: 0,
     maxThreads: concurrency,
@@ -130,14 +137,20 @@ export function createPasswordHasher (options: Options = OWASP_ARGON2ID, limits:
 
   /** One task on the pool; Piscina refuses it at once (synchronously, inside run) when every thread is busy and the line is full. */
   async function run (task: PasswordTask): Promise<string | boolean> {
+    const queuedAt = performance.timeOrigin + performance.now()
+    let result: PasswordTaskResult
     try {
-      return await threads.run(task)
+      result = await threads.run(task)
     } catch (error) {
       if (isQueueFull(error)) {
+        for (const listener of listeners) listener({ refused: true })
         throw new RateLimitedError(1, 'Too many password checks at once: retry in a second', { cause: error })
       }
       throw error
     }
+    const waitSeconds = Math.max(0, result.startedAt - queuedAt) / 1000
+    for (const listener of listeners) listener({ waitSeconds })
+    return result.value
   }
   const hash = async (password: string): Promise<string> => await run({ op: 'hash', password, options: params }) as string
   const verify = async (passwordHash: string, password: string): Promise<boolean> =>
@@ -183,6 +196,13 @@ export function createPasswordHasher (options: Options = OWASP_ARGON2ID, limits:
     verifyAgainstDecoy,
     async stopThreads () {
       await threads.destroy()
+    },
+    get queued () {
+      return threads.queueSize
+    },
+    observe (listener) {
+      listeners.add(listener)
+      return () => { listeners.delete(listener) }
     }
   }
 }

@@ -9,6 +9,8 @@ export interface RedisRevocationFeedOptions {
   clock: Clock
   /** Where failures to catch up are reported; the feed retries on its own. */
   onError?: (error: unknown) => void
+  /** Told, after each reconnect, how long this instance went without the feed (ms): from losing it to having read what it missed. */
+  onCaughtUp?: (lagMs: number) => void
 }
 
 const CATCH_UP_RETRY_MS = 500
@@ -27,6 +29,10 @@ export class RedisRevocationFeed implements RevocationFeed {
   #closed = false
   #retry: NodeJS.Timeout | undefined
   #onReconnect: (() => void) | undefined
+  /** Subscribed and caught up once: until then the feed is not connected, and nothing was lost yet. */
+  #started = false
+  /** When the subscription was last lost; undefined once caught up since. */
+  #lostAt: number | undefined
 
   constructor (private readonly redis: Redis | Cluster, private readonly options: RedisRevocationFeedOptions) {
     this.#key = `${options.prefix ?? 'auth:'}revocations`
@@ -55,6 +61,8 @@ export class RedisRevocationFeed implements RevocationFeed {
       : this.redis.duplicate({ enableOfflineQueue: true })
     this.#subscriber = subscriber
     subscriber.on('error', (error: Error) => this.options.onError?.(error))
+    // Messages published from now on are not heard until it is back and has read what it missed.
+    subscriber.on('close', () => { if (this.#started) this.#lostAt ??= this.options.clock.now() })
     subscriber.on('message', (_channel: string, message: string) => {
       const event = parseEvent(message)
       if (event !== undefined) deliver(event)
@@ -65,6 +73,11 @@ export class RedisRevocationFeed implements RevocationFeed {
     this.redis.on('ready', this.#onReconnect)
     await subscriber.subscribe(this.#channel)
     await this.#readMissed(deliver)
+    this.#started = true
+  }
+
+  get connected (): boolean {
+    return this.#started && this.#lostAt === undefined && this.#subscriber?.status === 'ready'
   }
 
   async close (): Promise<void> {
@@ -86,7 +99,15 @@ export class RedisRevocationFeed implements RevocationFeed {
   #catchUp (deliver: (event: RevocationEvent) => void, resynced: () => void): void {
     if (this.#closed) return
     clearTimeout(this.#retry)
-    this.#readMissed(deliver).then(resynced, (error: unknown) => {
+    // The time is taken before reading: a connection lost during the read is caught up on at its own reconnect.
+    const lostAt = this.#lostAt
+    this.#readMissed(deliver).then(() => {
+      if (lostAt !== undefined && this.#lostAt === lostAt && this.#subscriber?.status === 'ready') {
+        this.#lostAt = undefined
+        this.options.onCaughtUp?.(this.options.clock.now() - lostAt)
+      }
+      resynced()
+    }, (error: unknown) => {
       this.options.onError?.(error)
       this.#retry = setTimeout(() => this.#catchUp(deliver, resynced), CATCH_UP_RETRY_MS).unref()
     })

@@ -12,6 +12,19 @@ export type RevocationEvent =
   | { userId: string, before: number, until: number }
   | { changedUserId: string, until: number }
 
+/** What a revocation covers, as metrics count them. */
+export type RevocationKind = 'session' | 'user' | 'user_changed'
+
+function kindOf (event: RevocationEvent): RevocationKind {
+  return 'sessionId' in event ? 'session' : 'userId' in event ? 'user' : 'user_changed'
+}
+
+/** Told of each revocation this instance publishes, and each one the feed delivers. */
+export interface RevocationObserver {
+  published?(kind: RevocationKind): void
+  received?(kind: RevocationKind): void
+}
+
 /** Who hears of changed users: the cache of user facts. */
 export interface UserChangeListener {
   changed?(userId: string): void
@@ -28,6 +41,8 @@ export interface RevocationFeed {
    * so nothing missed while away is ever accepted once back.
    */
   start(deliver: (event: RevocationEvent) => void, resynced: () => void): Promise<void>
+  /** Whether every revocation published now reaches this instance (subscribed, and caught up since the last reconnect). */
+  readonly connected: boolean
   close(): Promise<void>
 }
 
@@ -46,12 +61,21 @@ export class RevocationList {
     private readonly clock: Clock,
     private readonly accessTokenTtlMs: number,
     private readonly feed?: RevocationFeed,
-    private readonly users: UserChangeListener = {}
+    private readonly users: UserChangeListener = {},
+    private readonly observer: RevocationObserver = {}
   ) {}
 
   /** Starts receiving other instances' revocations. */
   async listen (): Promise<void> {
-    await this.feed?.start((event) => this.apply(event), () => this.users.resynced?.())
+    await this.feed?.start((event) => {
+      this.observer.received?.(kindOf(event))
+      this.apply(event)
+    }, () => this.users.resynced?.())
+  }
+
+  /** Whether revocations from every instance reach this one: always without a feed (there is no other instance). */
+  get connected (): boolean {
+    return this.feed?.connected ?? true
   }
 
   async revokeSession (sessionId: string): Promise<void> {
@@ -110,6 +134,7 @@ export class RevocationList {
   async #revoke (event: RevocationEvent): Promise<void> {
     this.apply(event)
     await this.feed?.publish(event)
+    this.observer.published?.(kindOf(event))
   }
 
   #sweep (now: number): void {

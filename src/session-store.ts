@@ -33,6 +33,9 @@ export interface SessionStore {
   ping(): Promise<void>
 }
 
+/** Every operation of a SessionStore, by name (timed one by one for the metrics). */
+export const SESSION_STORE_OPERATIONS = ['create', 'trim', 'refresh', 'revoke', 'get', 'list', 'revokeAll', 'stamp', 'ping'] as const satisfies ReadonlyArray<keyof SessionStore>
+
 export interface NewSession {
   id: string
   userId: string

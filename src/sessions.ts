@@ -5,7 +5,9 @@ import { ServiceError } from './errors.js'
 import {
   hashSecret, newFamilyId, newRefreshSecret, openSuccessors, parseRefreshToken, refreshTokenOf, sealSuccessor, sessionIdOf
 } from './refresh-token.js'
+import type { RefreshOutcomeLabel } from './metrics.js'
 import type { RevocationList } from './revocation-list.js'
+import type { SecurityEventRecorder } from './security-events.js'
 import type { SessionInfo, SessionStore } from './session-store.js'
 import type { UserFacts } from './user-facts.js'
 
@@ -22,6 +24,11 @@ export interface TokenPair {
 export interface ClientInfo {
   ip: string
   userAgent: string
+}
+
+/** Who acts, from where: the client, and the session of its access token when it sent one. */
+export interface Caller extends ClientInfo {
+  sessionId?: string
 }
 
 /** Where security events go (a pino logger in the service). */
@@ -44,6 +51,10 @@ export interface SessionServiceDeps {
   policy: SessionPolicy
   revocations: RevocationList
   users: UserFactsSource
+  /** Where logins, logouts, revocations, reuse and password changes are recorded. */
+  events: SecurityEventRecorder
+  /** Told how each refresh ended. */
+  refreshed?: (outcome: RefreshOutcomeLabel) => void
   /** Signs an access token for the session, expiring after `policy.accessTokenTtl` but never after `notAfter` (ms). */
   issueAccessToken(userId: string, sessionId: string, notAfter: number): string
 }
@@ -52,6 +63,14 @@ export interface SessionServiceDeps {
 export interface SessionOwner {
   id: string
   credentialVersion: number
+}
+
+/** The refresh outcome each refusal counts as. */
+const REFRESH_FAILURES: Partial<Record<string, RefreshOutcomeLabel>> = {
+  REFRESH_TOKEN_REUSED: 'reused',
+  REFRESH_TOKEN_EXPIRED: 'expired',
+  REFRESH_TOKEN_INVALID: 'invalid',
+  REFRESH_TOKEN_REVOKED: 'revoked'
 }
 
 /**
@@ -103,10 +122,22 @@ export class SessionService {
     // Only a login that stands makes room for itself.
     const ended = await store.trim(user.id, sessionId, now, policy.maxSessionsPerUser)
     await Promise.all(ended.map((id) => this.deps.revocations.revokeSession(id)))
+    this.deps.events.record({ type: 'login', userId: user.id, sessionId, ...client })
     return this.#pair(user.id, sessionId, refreshTokenOf(familyId, 0, idleExpiresAt, secret), idleExpiresAt, now)
   }
 
   async refresh (refreshToken: string, client: ClientInfo, log: SecurityLog): Promise<TokenPair> {
+    try {
+      const { pair, outcome } = await this.#refresh(refreshToken, client, log)
+      this.deps.refreshed?.(outcome)
+      return pair
+    } catch (error) {
+      this.deps.refreshed?.(error instanceof ServiceError ? REFRESH_FAILURES[error.code] ?? 'unavailable' : 'unavailable')
+      throw error
+    }
+  }
+
+  async #refresh (refreshToken: string, client: ClientInfo, log: SecurityLog): Promise<{ pair: TokenPair, outcome: RefreshOutcomeLabel }> {
     const { store, clock, policy } = this.deps
     const presented = parseRefreshToken(refreshToken)
     if (presented === undefined) throw new ServiceError('REFRESH_TOKEN_INVALID')
@@ -144,9 +175,13 @@ export class SessionService {
           if (secret === undefined) throw new ServiceError('REFRESH_TOKEN_INVALID')
         }
         const token = secret === undefined ? refreshToken : refreshTokenOf(familyId, outcome.generation, sessionExpiresAt, secret)
-        return this.#pair(outcome.userId, sessionId, token, sessionExpiresAt, now)
+        return {
+          pair: this.#pair(outcome.userId, sessionId, token, sessionExpiresAt, now),
+          outcome: outcome.result === 'grace' ? 'grace' : successor === undefined ? 'refreshed' : 'rotated'
+        }
       }
       case 'reused':
+        this.deps.events.record({ type: 'refresh_reuse_detected', userId: outcome.userId, sessionId, ...client })
         await this.deps.revocations.revokeSession(sessionId)
         log.warn({ event: 'refresh_token_reused', userId: outcome.userId, sessionId, ip: client.ip },
           'a spent refresh token was presented again: session revoked')
@@ -171,12 +206,18 @@ export class SessionService {
    * id. Answers whether a live session was revoked: one already gone writes
    * and publishes nothing, and is no error (logout is idempotent).
    */
-  async logout ({ refreshToken, sessionId }: { refreshToken?: string, sessionId?: string }): Promise<boolean> {
+  async logout ({ refreshToken, sessionId }: { refreshToken?: string, sessionId?: string }, client: ClientInfo): Promise<boolean> {
     const presented = refreshToken === undefined ? undefined : parseRefreshToken(refreshToken)
-    let revoked = false
-    if (presented !== undefined) revoked = await this.#end(sessionIdOf(presented.familyId), { generation: presented.generation })
-    if (sessionId !== undefined) revoked = await this.#end(sessionId) || revoked
-    return revoked
+    const ended: Array<{ sessionId: string, userId: string | undefined }> = []
+    if (presented !== undefined) {
+      const id = sessionIdOf(presented.familyId)
+      ended.push({ sessionId: id, userId: await this.#end(id, { generation: presented.generation }) })
+    }
+    if (sessionId !== undefined) ended.push({ sessionId, userId: await this.#end(sessionId) })
+    for (const { sessionId, userId } of ended) {
+      if (userId !== undefined) this.deps.events.record({ type: 'logout', userId, sessionId, ...client })
+    }
+    return ended.some(({ userId }) => userId !== undefined)
   }
 
   /** The user's live sessions; `current` marks the one the request came from. */
@@ -191,14 +232,21 @@ export class SessionService {
   }
 
   /** Revokes one of the user's sessions; NOT_FOUND when it is not a live session of theirs. */
-  async revokeOwned (userId: string, sessionId: string): Promise<void> {
-    if (!await this.isLiveSessionOf(userId, sessionId) || !await this.#end(sessionId)) {
+  async revokeOwned (userId: string, sessionId: string, caller: ClientInfo): Promise<void> {
+    if (!await this.isLiveSessionOf(userId, sessionId) || await this.#end(sessionId) === undefined) {
       throw new ServiceError('NOT_FOUND', 'No such session')
     }
+    // The event names the session that ended, not the one the request came from.
+    this.deps.events.record({ type: 'session_revoked', userId, ip: caller.ip, userAgent: caller.userAgent, sessionId })
   }
 
-  /** Revokes every session of the user, or every one but `exceptSessionId`. */
-  async revokeAll (userId: string, exceptSessionId?: string): Promise<void> {
+  /** Revokes every session of the user (logout-all), or with `keepCallerSession` every one but the caller's (logout-others). */
+  async revokeAll (userId: string, caller: Caller, { keepCallerSession = false } = {}): Promise<void> {
+    await this.#revokeAll(userId, keepCallerSession ? caller.sessionId : undefined)
+    this.deps.events.record({ type: 'sessions_revoked', userId, ...caller })
+  }
+
+  async #revokeAll (userId: string, exceptSessionId?: string): Promise<void> {
     const { store, clock, revocations } = this.deps
     const revoked = await store.revokeAll(userId, clock.now(), exceptSessionId)
     await Promise.all(revoked.map((id) => revocations.revokeSession(id)))
@@ -207,28 +255,33 @@ export class SessionService {
 
   /**
    * A credential change (a new password): `change` stores it and answers the
-   * user's new credential version. Every session but `keepSessionId` ends,
+   * user's new credential version. Every session but the caller's ends,
    * and so does a login in flight (SessionService.open). The kept session is
    * stamped with the new version first, so its own refreshes meanwhile never
    * take it for one opened before the change.
    */
-  async changeCredentials (user: SessionOwner, keepSessionId: string, change: () => Promise<number | undefined>): Promise<void> {
+  async changeCredentials (user: SessionOwner, caller: Caller & { sessionId: string }, change: () => Promise<number | undefined>): Promise<void> {
     const { store, clock, revocations } = this.deps
+    const keepSessionId = caller.sessionId
     await store.stamp(keepSessionId, user.credentialVersion + 1, clock.now())
     const version = await change()
     if (version === undefined) throw new ServiceError('INVALID_CREDENTIALS')
     // Another change at the same moment: the kept session follows the latest.
     if (version !== user.credentialVersion + 1) await store.stamp(keepSessionId, version, clock.now())
     await revocations.userChanged(user.id)
-    await this.revokeAll(user.id, keepSessionId)
+    await this.#revokeAll(user.id, keepSessionId)
+    this.deps.events.record({ type: 'password_changed', userId: user.id, ...caller })
   }
 
-  /** Revokes a live session (with `presented`, only if it issued that generation) and tells every instance. */
-  async #end (sessionId: string, presented?: { generation: number }): Promise<boolean> {
+  /**
+   * Revokes a live session (with `presented`, only if it issued that
+   * generation) and tells every instance; answers its user, or undefined
+   * when there was no such live session.
+   */
+  async #end (sessionId: string, presented?: { generation: number }): Promise<string | undefined> {
     const userId = await this.deps.store.revoke(sessionId, this.deps.clock.now(), presented)
-    if (userId === undefined) return false
-    await this.deps.revocations.revokeSession(sessionId)
-    return true
+    if (userId !== undefined) await this.deps.revocations.revokeSession(sessionId)
+    return userId
   }
 
   #pair (userId: string, sessionId: string, refreshToken: string, sessionExpiresAt: number, now: number): TokenPair {

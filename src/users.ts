@@ -1,9 +1,8 @@
 import { eq, sql } from 'drizzle-orm'
-import { DrizzleQueryError } from 'drizzle-orm/errors'
 import { LRUCache } from 'lru-cache'
 import { users, type UserRow } from '../drizzle/schema.js'
 import type { Database } from './database.js'
-import { storeUnavailable } from './errors.js'
+import { timedQuery, type StoreTiming } from './store-timing.js'
 
 export interface User {
   id: string
@@ -40,6 +39,8 @@ export interface UserRepositoryOptions {
   rememberCredentials?: boolean
   /** Bound of the credentials cache (CREDENTIALS_KEPT unless given). */
   credentialsKept?: number
+  /** Told how long each query took, and whether it failed. */
+  timing?: StoreTiming
 }
 
 /** Users in PostgreSQL. A failure of the database surfaces as STORE_UNAVAILABLE. */
@@ -57,7 +58,10 @@ export class UserRepository {
   readonly #byEmail
   readonly #byId
 
+  readonly #timing: StoreTiming | undefined
+
   constructor (private readonly db: Database, options: UserRepositoryOptions = {}) {
+    this.#timing = options.timing
     this.#profiles = new LRUCache({ max: options.profilesKept ?? PROFILES_KEPT })
     if (options.rememberCredentials === true) this.#credentials = new LRUCache({ max: options.credentialsKept ?? CREDENTIALS_KEPT })
     this.#byEmail = db.select().from(users).where(eq(sql`lower(${users.email})`, sql.placeholder('email'))).limit(1).prepare('user_by_email')
@@ -86,7 +90,7 @@ export class UserRepository {
 
   /** Inserts a user; undefined when the email is already registered (in any case). */
   async create (email: string, passwordHash: string): Promise<User | undefined> {
-    const rows = await this.#query(() => this.db.insert(users)
+    const rows = await this.#query('createUser', () => this.db.insert(users)
       .values({ email: normalizeEmail(email), passwordHash })
       .onConflictDoNothing()
       .returning())
@@ -97,7 +101,7 @@ export class UserRepository {
     const normalized = normalizeEmail(email)
     const remembered = this.#credentials?.get(normalized)
     if (remembered !== undefined) return remembered
-    const rows = await this.#query(() => this.#byEmail.execute({ email: normalized }))
+    const rows = await this.#query('userByEmail', () => this.#byEmail.execute({ email: normalized }))
     if (rows[0] === undefined) return undefined
     const user = toUser(rows[0])
     this.#credentials?.set(normalized, user)
@@ -106,7 +110,7 @@ export class UserRepository {
 
   /** Stores a new password hash and raises the credential version; answers the new version (undefined: no such user). */
   async updatePassword (id: string, passwordHash: string): Promise<number | undefined> {
-    const rows = await this.#query(() => this.db.update(users)
+    const rows = await this.#query('updatePassword', () => this.db.update(users)
       .set({ passwordHash, credentialVersion: sql`${users.credentialVersion} + 1`, updatedAt: new Date() })
       .where(eq(users.id, id))
       .returning({ credentialVersion: users.credentialVersion }))
@@ -129,26 +133,13 @@ export class UserRepository {
   }
 
   async findById (id: string): Promise<User | undefined> {
-    const rows = await this.#query(() => this.#byId.execute({ id }))
+    const rows = await this.#query('userById', () => this.#byId.execute({ id }))
     return rows[0] === undefined ? undefined : toUser(rows[0])
   }
 
-  async #query<T> (query: () => Promise<T>): Promise<T> {
-    try {
-      return await query()
-    } catch (error) {
-      throw storeUnavailable(driverError(error))
-    }
+  #query<T> (operation: string, query: () => Promise<T>): Promise<T> {
+    return timedQuery(this.#timing, operation, query)
   }
-}
-
-/**
- * The driver's own error of a failed query: drizzle wraps it in one whose
- * message quotes the statement and its parameters (emails, password hashes).
- * storeUnavailable then keeps only what may be logged of it (describeStoreError).
- */
-function driverError (error: unknown): unknown {
-  return error instanceof DrizzleQueryError && error.cause !== undefined ? error.cause : error
 }
 
 function toUser (row: UserRow): User {

@@ -91,12 +91,16 @@ let real: Promise<DatabaseHandle> | undefined
  * A migrated database shared by every test of this file (tests keep apart by
  * using emails of their own): booting PGlite costs a second or more, so a file
  * boots one, not one per app. `fresh` gives a test one of its own, for a test
- * that closes or breaks it. On TEST_DATABASE_URL's server (`real`) the shared
+ * that closes or breaks it, and so does `onQuery` (told of every statement). On TEST_DATABASE_URL's server (`real`) the shared
  * one is a database of this file's own, dropped when the file ends.
  */
-export async function testDatabase (t: Test, { real: onServer = false, fresh = false } = {}): Promise<DatabaseHandle> {
-  if (fresh) {
-    const database = await openMigrated(onServer ? { url: await testDatabaseUrl(t) } : { memory: true })
+export async function testDatabase (
+  t: Test,
+  { real: onServer = false, fresh = false, onQuery }: { real?: boolean, fresh?: boolean, onQuery?: (query: string) => void } = {}
+): Promise<DatabaseHandle> {
+  // A test that counts queries (onQuery: told of each statement) gets a database of its own too.
+  if (fresh || onQuery !== undefined) {
+    const database = await openMigrated(onServer ? { url: await testDatabaseUrl(t) } : { memory: true }, onQuery)
     t.teardown(() => database.close())
     return database
   }
@@ -115,11 +119,11 @@ export async function testDatabase (t: Test, { real: onServer = false, fresh = f
   return embedded
 }
 
-async function openMigrated (location: { url: string } | { memory: true }): Promise<DatabaseHandle> {
+async function openMigrated (location: { url: string } | { memory: true }, onQuery?: (query: string) => void): Promise<DatabaseHandle> {
   // PGlite: restored from a migrated snapshot that files share, a third of the cost of creating one.
-  if (!('url' in location)) return await (await import('./fixtures/migrated-pglite.js')).openMigratedPglite()
+  if (!('url' in location)) return await (await import('./fixtures/migrated-pglite.js')).openMigratedPglite({ onQuery })
   const { openDatabase } = await import('../src/database.js')
-  const database = await openDatabase(location)
+  const database = await openDatabase(location, { onQuery })
   await database.migrate()
   return database
 }

@@ -17,7 +17,7 @@ import { FakeClock, buildTestApp } from '../helpers.js'
 const TAGS = ['auth', 'sessions', 'users', 'keys', 'health']
 const INTROSPECTION_SECRET = 'introspection-secret-for-tests'
 const PUBLIC = new Set(['POST /auth/signup', 'POST /auth/login', 'POST /auth/refresh', 'POST /auth/logout', 'POST /auth/introspect',
-  'GET /health', 'GET /.well-known/jwks.json'])
+  'GET /health', 'GET /health/live', 'GET /metrics', 'GET /.well-known/jwks.json'])
 
 interface Media { schema?: unknown, example?: unknown, examples?: Record<string, { summary?: string, value: any }> }
 interface Operation {
@@ -60,7 +60,8 @@ t.test('the document: version, tags and security schemes', async (t) => {
   t.match(document.components.securitySchemes, {
     bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
     refreshCookie: { type: 'apiKey', in: 'cookie', name: 'refresh_token' },
-    introspectionSecret: { type: 'http', scheme: 'bearer' }
+    introspectionSecret: { type: 'http', scheme: 'bearer' },
+    metricsToken: { type: 'http', scheme: 'bearer' }
   })
 })
 

@@ -71,3 +71,16 @@ t.test('the heap over its limit: every route refuses, in the error shape', async
     assertErrorShape(t, await app.inject({ method, url, payload: method === 'POST' ? {} : undefined }), 429, 'RATE_LIMITED', `${method} ${url}`)
   }
 })
+
+t.test('under pressure, liveness and metrics are still served: the process is alive, and its metrics show the overload', async (t) => {
+  const token = 'metrics-token-for-tests'
+  const app = await buildTestApp(t, { database, env: { METRICS_TOKEN: token }, underPressure: { maxHeapUsedBytes: 1, sampleInterval: 10 } })
+  t.ok(await eventually(async () => (await app.inject({ method: 'GET', url: '/health' })).statusCode === 429, { timeoutMs: 60_000 }), 'readiness refused once sampled')
+  const live = await app.inject({ method: 'GET', url: '/health/live' })
+  t.equal(live.statusCode, 200, 'liveness answers')
+  t.strictSame(live.json(), { status: 'ok' })
+  const metrics = await app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${token}` } })
+  t.equal(metrics.statusCode, 200, 'metrics answer')
+  t.match(metrics.body, /auth_http_request_duration_seconds_count\{route="\/health",method="GET",status="429"\} [1-9]/, 'and count the refusals')
+  assertErrorShape(t, await app.inject({ method: 'GET', url: '/metrics' }), 401, 'ACCESS_TOKEN_MISSING', 'still only with the token')
+})

@@ -1,5 +1,7 @@
 import { once } from 'node:events'
 import { createServer, connect, type Server, type Socket } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
 import t from 'tap'
 import { openDatabase } from '../../src/database.js'
 import { BACKENDS, buildTestApp, eventually, freshEmail, PASSWORD, privateRedis, skipUnless, testDatabaseUrl } from '../helpers.js'
@@ -19,7 +21,8 @@ for (const backend of BACKENDS) {
     t.test('/health', async (t) => {
       const response = await app.inject({ method: 'GET', url: '/health' })
       t.equal(response.statusCode, 200)
-      t.same(response.json(), { status: 'ok', checks: { database: 'ok', redis: backend.realRedis ? 'ok' : 'disabled' } })
+      const withRedis = backend.realRedis ? 'ok' : 'disabled'
+      t.same(response.json(), { status: 'ok', checks: { database: 'ok', redis: withRedis, revocationFeed: withRedis } })
       const withBadToken = await app.inject({ method: 'GET', url: '/health', headers: { authorization: 'Bearer garbage' } })
       t.equal(withBadToken.statusCode, 200, 'public: no token needed, a bad one ignored')
     })
@@ -51,14 +54,36 @@ t.test('Redis killed mid-test: 503 while it is down, /health 503, recovery after
   t.equal((await post('/auth/refresh', { refreshToken })).json().code, 'STORE_UNAVAILABLE', 'refresh too')
   const health = await app.inject({ method: 'GET', url: '/health' })
   t.equal(health.statusCode, 503)
-  t.same(health.json().checks, { database: 'ok', redis: 'down' })
+  t.same(health.json().checks, { database: 'ok', redis: 'down', revocationFeed: 'down' }, 'the revocation feed is down with it: this instance would miss revocations')
   const me = await app.inject({ method: 'GET', url: '/users/me', headers: { authorization: `Bearer ${accessToken}` } })
   t.equal(me.statusCode, 200, 'routes that need no Redis keep working')
 
   redis = await privateRedis(t, port)
   t.ok(await recovers(async () => (await post('/auth/login', credentials)).statusCode === 200), 'login works again once Redis is back')
-  t.equal((await app.inject({ method: 'GET', url: '/health' })).statusCode, 200)
+  t.ok(await recovers(async () => (await app.inject({ method: 'GET', url: '/health' })).statusCode === 200), 'ready again once the feed has caught up')
+  t.equal(await feedMetric(app, 'auth_revocation_feed_connected'), 1, 'the feed reports itself connected')
+  t.equal(await feedMetric(app, 'auth_revocation_feed_catch_up_seconds_count'), 1, 'and how long it was without Redis, once')
 })
+
+t.test('the feed alone dropped (pub/sub connection killed): it reconnects and catches up by itself', { skip: skipUnless({ redisServer: true }) }, async (t) => {
+  const port = await freePort()
+  await privateRedis(t, port)
+  const app = await buildTestApp(t, { env: { REDIS_URL: `redis://127.0.0.1:${port}` } })
+  t.equal((await app.inject({ method: 'GET', url: '/health' })).json().checks.revocationFeed, 'ok')
+  // This Redis is the test's own: killing its subscribers touches no one else.
+  const admin = new Redis(port, '127.0.0.1')
+  t.teardown(() => admin.disconnect())
+  t.ok(Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')) >= 1, 'the subscription is cut')
+  t.ok(await recovers(async () => await feedMetric(app, 'auth_revocation_feed_catch_up_seconds_count') === 1), 'caught up once it is back')
+  t.equal((await app.inject({ method: 'GET', url: '/health' })).json().checks.revocationFeed, 'ok', 'and ready')
+})
+
+/** A label-less sample of the app's metrics registry, read as Prometheus would. */
+async function feedMetric (app: FastifyInstance, name: string): Promise<number | undefined> {
+  const { text } = await app.metrics.exposition()
+  const line = text.split('\n').find((each) => each.startsWith(`${name} `))
+  return line === undefined ? undefined : Number(line.slice(name.length + 1))
+}
 
 /** A TCP relay to PostgreSQL that the test can cut and restore, as a network outage would. */
 class Relay {

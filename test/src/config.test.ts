@@ -50,6 +50,8 @@ t.test('defaults match the contract', async (t) => {
     trustProxy: false,
     refreshBindIp: false,
     introspectionSecret: undefined,
+    metricsToken: undefined,
+    auditRetention: 90 * 86400,
     logLevel: 'info'
   }
   for (const [name, env] of [['no variables', {}], ['empty values', { PORT: '', HOST: '  ', ACCESS_TOKEN_TTL: '', JWT_ALGORITHM: ' ' }]] as const) {
@@ -93,6 +95,8 @@ t.test('values are read', async (t) => {
     CORS_ORIGINS: 'https://app.example.com, http://localhost:5173/',
     REFRESH_BIND_IP: '1',
     INTROSPECTION_SECRET: 's'.repeat(16),
+    METRICS_TOKEN: 'm'.repeat(16),
+    AUDIT_RETENTION: '30d',
     LOG_LEVEL: 'warn'
   })
   t.match(config, {
@@ -115,6 +119,8 @@ t.test('values are read', async (t) => {
     corsOrigins: ['https://app.example.com', 'http://localhost:5173'],
     refreshBindIp: true,
     introspectionSecret: 's'.repeat(16),
+    metricsToken: 'm'.repeat(16),
+    auditRetention: 30 * 86400,
     logLevel: 'warn'
   })
   t.equal(loadConfig({ DATABASE_URL: 'postgresql://db/auth' }).databaseUrl, 'postgresql://db/auth', 'postgresql: too')
@@ -193,6 +199,9 @@ t.test('every bad value stops loading with a ConfigError naming the variable', a
   refuses(t, { LOG_LEVEL: 'verbose' }, 'LOG_LEVEL')
   refuses(t, { LOG_LEVEL: 'INFO' }, 'LOG_LEVEL', 'LOG_LEVEL is case-sensitive like pino')
   refuses(t, { INTROSPECTION_SECRET: 's'.repeat(15) }, 'INTROSPECTION_SECRET', 'a 15-byte introspection secret')
+  refuses(t, { METRICS_TOKEN: 'm'.repeat(15) }, 'METRICS_TOKEN', 'a 15-byte metrics token')
+  refuses(t, { AUDIT_RETENTION: '0' }, 'AUDIT_RETENTION', 'a zero retention')
+  refuses(t, { AUDIT_RETENTION: 'forever' }, 'AUDIT_RETENTION')
 })
 
 t.test('TRUST_PROXY', async (t) => {

@@ -139,7 +139,7 @@ t.test('two instances on a Redis Cluster (REDIS_CLUSTER=true)', { skip }, async 
   const a = await buildTestApp(t, { config, database })
   const b = await buildTestApp(t, { config, database })
   t.ok(a.redis instanceof Cluster && b.redis instanceof Cluster, 'each instance opened a Cluster client from REDIS_URL')
-  for (const app of [a, b]) t.strictSame((await call(app, 'GET', '/health')).body, { status: 'ok', checks: { database: 'ok', redis: 'ok' } })
+  for (const app of [a, b]) t.strictSame((await call(app, 'GET', '/health')).body, { status: 'ok', checks: { database: 'ok', redis: 'ok', revocationFeed: 'ok' } })
 
   const email = await signUp(a, 'cluster')
   const login = async (app: FastifyInstance): Promise<{ accessToken: string, refreshToken: string }> => await logIn(app, email)

@@ -80,11 +80,17 @@ t.test('revocations go through the feed and come back from it', async (t) => {
   const feed: RevocationFeed = {
     async publish (event) { published.push(event) },
     async start (callback) { deliver = callback },
+    connected: false,
     async close () { closed = true }
   }
   const clock = new FakeClock()
-  const list = new RevocationList(clock, TTL, feed)
+  const counted: string[] = []
+  const list = new RevocationList(clock, TTL, feed, {}, {
+    published: (kind) => counted.push(`published ${kind}`),
+    received: (kind) => counted.push(`received ${kind}`)
+  })
   await list.listen()
+  t.equal(list.connected, false, 'connected as its feed says')
 
   await list.revokeSession('mine')
   t.strictSame(published, [{ sessionId: 'mine', until: clock.now() + TTL }], 'published to the other instances')
@@ -92,6 +98,10 @@ t.test('revocations go through the feed and come back from it', async (t) => {
 
   deliver!({ sessionId: 'theirs', until: clock.now() + TTL })
   t.equal(list.isRevoked('theirs'), true, 'an event from another instance applies here')
+  await list.revokeUser('someone')
+  await list.userChanged('someone')
+  t.strictSame(counted, ['published session', 'received session', 'published user', 'published user_changed'],
+    'the observer hears of each publication and each delivery, by kind')
 
   await list.close()
   t.equal(closed, true, 'closing the list closes the feed')
@@ -107,6 +117,7 @@ t.test('changed users reach the listener, from this instance and others; a resyn
       deliver = callback
       resync = resynced
     },
+    connected: true,
     async close () {}
   }
   const changed: string[] = []

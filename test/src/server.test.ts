@@ -29,7 +29,7 @@ t.test('a bad configuration value stops start-up with one line naming the variab
 t.test('starts on the embedded defaults, keeps users and key across a restart, stops cleanly on SIGTERM', async (t) => {
   const dataDir = await temporaryDataDir(t)
   const first = await startService(t, { DATA_DIR: dataDir })
-  t.same((await json(`${first.url}/health`)).body, { status: 'ok', checks: { database: 'ok', redis: 'disabled' } })
+  t.same((await json(`${first.url}/health`)).body, { status: 'ok', checks: { database: 'ok', redis: 'disabled', revocationFeed: 'disabled' } })
   t.equal((await json(`${first.url}/auth/signup`, post({ email: 'kept@example.com', password: 'password123' }))).status, 201)
   const firstKeys = (await json(`${first.url}/.well-known/jwks.json`)).body
   t.equal(await stop(first), 0, 'exits 0 on SIGTERM')

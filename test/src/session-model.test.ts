@@ -126,6 +126,8 @@ interface Real {
   /** The in-test source of user facts: each user's credential version. */
   credentialVersions: Map<string, number>
   reuseWarnings: string[]
+  /** The sessions of the refresh_reuse_detected security events the service recorded, in order. */
+  reuseEvents: string[]
 }
 
 /** A refresh token as the model sees it: a genuine one it handed out, or a forgery naming a session. */
@@ -365,7 +367,7 @@ function expectCredentialChange (model: Model, kept: ModelSession): void {
 /** changeCredentials as a password change route calls it, bumping the version in the in-test user facts. */
 async function changePassword (model: Model, real: Real, kept: ModelSession): Promise<void> {
   const credentialVersion = real.credentialVersions.get(kept.userId)!
-  await real.service.changeCredentials({ id: kept.userId, credentialVersion }, kept.sessionId, async () => {
+  await real.service.changeCredentials({ id: kept.userId, credentialVersion }, { ...CLIENT, sessionId: kept.sessionId }, async () => {
     real.credentialVersions.set(kept.userId, credentialVersion + 1)
     return credentialVersion + 1
   })
@@ -402,6 +404,9 @@ async function checkInvariants (model: Model, real: Real): Promise<void> {
   })
   if (real.reuseWarnings.join() !== model.reuseWarnings.join()) {
     violated(model, `reuse warnings logged for [${real.reuseWarnings.join(', ')}], expected [${model.reuseWarnings.join(', ')}]`)
+  }
+  if (real.reuseEvents.join() !== model.reuseWarnings.join()) {
+    violated(model, `refresh_reuse_detected events recorded for [${real.reuseEvents.join(', ')}], expected [${model.reuseWarnings.join(', ')}]`)
   }
 }
 
@@ -543,7 +548,7 @@ const logout = fc.tuple(sessionPick, fc.constantFrom('client' as const, 'attacke
     if (by === 'access-token') {
       const session = pickSession(model, pick)
       const expected = isLive(model, session)
-      const revoked = await real.service.logout({ sessionId: session.sessionId })
+      const revoked = await real.service.logout({ sessionId: session.sessionId }, CLIENT)
       if (revoked !== expected) violated(model, `logout of ${session.label} by its access token answered ${revoked}, expected ${expected}`)
       if (revoked) session.revoked = true
       note(model, `logout of ${session.label} by its access token → ${revoked ? 'revoked' : 'nothing to revoke'}`)
@@ -552,7 +557,7 @@ const logout = fc.tuple(sessionPick, fc.constantFrom('client' as const, 'attacke
     const token = by === 'client' ? pickSession(model, pick).clientTokens.at(-1)! : pickLoot(model, loot)
     const presented = presentedOf(model, token)
     const expected = expectLogout(model, presented)
-    const revoked = await real.service.logout({ refreshToken: token })
+    const revoked = await real.service.logout({ refreshToken: token }, CLIENT)
     const what = `${by} logs out with ${labelOf(model, token)}`
     if (revoked !== expected) violated(model, `${what}: answered ${revoked}, expected ${expected}`)
     if (revoked) presented.session.revoked = true
@@ -626,7 +631,7 @@ const loginDuringLogoutAll = fc.tuple(fc.nat({ max: 1 }), fc.integer({ min: -2, 
     }
     const [pair] = await Promise.all([
       later(Math.max(0, delay), () => real.service.open({ id: userId, credentialVersion }, CLIENT)),
-      later(Math.max(0, -delay), () => real.service.revokeAll(userId))
+      later(Math.max(0, -delay), () => real.service.revokeAll(userId, CLIENT))
     ])
     for (const session of ending) session.revoked = true
     const session = registerSession(model, userId, pair, credentialVersion, `login ${userId} during its logout-all`)
@@ -637,7 +642,7 @@ const loginDuringLogoutAll = fc.tuple(fc.nat({ max: 1 }), fc.integer({ min: -2, 
 const logoutAll = fc.nat({ max: 1 }).map((user) => new SessionStep(`logoutAll(user ${user})`, async (model, real) => {
   const userId = model.users[user]!
   const ending = liveSessionsOf(model, userId)
-  await real.service.revokeAll(userId)
+  await real.service.revokeAll(userId, CLIENT)
   for (const session of ending) session.revoked = true
   note(model, `logout-all ${userId} → ended ${ending.map((s) => s.label).join(', ') || 'nothing'}`)
 }, () => true))
@@ -765,12 +770,16 @@ async function runModel (t: Test, storeOfRun: StoreOfRun): Promise<void> {
       fresh: async (userId) => credentialVersions.has(userId) ? { credentialVersion: credentialVersions.get(userId)! } : undefined
     }
     const revocations = new RevocationList(clock, POLICY.accessTokenTtl * SECOND)
+    const reuseEvents: string[] = []
     const service = new SessionService({
       store,
       clock,
       policy: POLICY,
       revocations,
       users: userFacts,
+      events: {
+        record: (event) => { if (event.type === 'refresh_reuse_detected') reuseEvents.push(event.sessionId ?? '(no session id)') }
+      },
       // The claims the real signer would sign, in plain JSON: the model reads sid and exp from them.
       issueAccessToken: (userId, sessionId, notAfter) => JSON.stringify(accessTokenClaims({
         userId, sessionId, now: clock.now(), ttlSeconds: POLICY.accessTokenTtl, notAfter, issuer: 'session-model-test', audience: 'session-model-test'
@@ -786,7 +795,7 @@ async function runModel (t: Test, storeOfRun: StoreOfRun): Promise<void> {
       reuseWarnings: [],
       trace: []
     }
-    const real: Real = { service, store, clock, revocations, credentialVersions, reuseWarnings: [] }
+    const real: Real = { service, store, clock, revocations, credentialVersions, reuseWarnings: [], reuseEvents }
     try {
       // Every run starts with the first user logged in, so its first steps have a session to act on.
       const [firstUser] = users as [string, string]

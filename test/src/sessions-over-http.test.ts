@@ -71,7 +71,9 @@ function pausableHasher () {
     },
     verifyAgainstDecoy: (password) => fastPasswordHasher.verifyAgainstDecoy(password),
     // Shared with other tests: its threads are stopped by no one here.
-    stopThreads: async () => {}
+    stopThreads: async () => {},
+    get queued () { return fastPasswordHasher.queued },
+    observe: (listener) => fastPasswordHasher.observe(listener)
   }
   /** Arms the pause: resolves once a verification has reached it; call the answer's `release` to let it go. */
   function pauseNext (): { reached: Promise<void>, release: () => void } {

@@ -7,6 +7,7 @@ import { MemorySessionStore } from '../../src/memory-session-store.js'
 import { formatRefreshToken, newFamilyId, parseRefreshToken, sessionIdOf, type RefreshToken } from '../../src/refresh-token.js'
 import { RevocationList } from '../../src/revocation-list.js'
 import { GRACE_GENERATIONS } from '../../src/session-store.js'
+import type { SecurityEventRecord } from '../../src/security-events.js'
 import { SessionService, type ClientInfo, type SessionOwner, type SessionPolicy, type TokenPair } from '../../src/sessions.js'
 import type { UserFacts } from '../../src/user-facts.js'
 import { FakeClock } from '../helpers.js'
@@ -65,12 +66,16 @@ function setup (t: Test, policy: Partial<SessionPolicy> = {}) {
     }
   }
   const issued: Issued[] = []
+  const events: SecurityEventRecord[] = []
+  const refreshes: string[] = []
   const service = new SessionService({
     store,
     clock,
     policy: fullPolicy,
     revocations,
     users,
+    events: { record: (event) => { events.push(event) } },
+    refreshed: (outcome) => { refreshes.push(outcome) },
     issueAccessToken: (userId, sessionId, notAfter) => {
       issued.push({ userId, sessionId, notAfter })
       return `access-token-${issued.length}`
@@ -78,7 +83,7 @@ function setup (t: Test, policy: Partial<SessionPolicy> = {}) {
   })
   const calls: LogCall[] = []
   const log = { warn: (details: object, message: string) => { calls.push({ details: details as Record<string, unknown>, message }) } }
-  return { clock, store, revocations, service, issued, log, calls, facts, reads, gate, outage }
+  return { clock, store, revocations, service, issued, log, calls, facts, reads, gate, outage, events, refreshes }
 }
 
 /** Awaits `promise` expecting a ServiceError with `code`. */
@@ -421,28 +426,28 @@ t.test('logout revokes the session, its refresh tokens and its access tokens, on
   const sessionId = sessionOf(opened.refreshToken)
   t.equal(revocations.isRevoked(sessionId), false)
 
-  t.equal(await service.logout({ refreshToken: opened.refreshToken }), true, 'a live session: revoked')
+  t.equal(await service.logout({ refreshToken: opened.refreshToken }, CLIENT), true, 'a live session: revoked')
   t.equal(revocations.isRevoked(sessionId), true, 'the session id is in the revocation list')
   t.equal(revocations.size, 1)
   await failsWith(t, service.refresh(opened.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'its refresh token')
-  t.equal(await service.logout({ refreshToken: opened.refreshToken }), false, 'again: nothing to revoke, no error')
-  t.equal(await service.logout({ sessionId }), false, 'by its session id: nothing either')
-  t.equal(await service.logout({ refreshToken: opened.refreshToken, sessionId }), false, 'both')
+  t.equal(await service.logout({ refreshToken: opened.refreshToken }, CLIENT), false, 'again: nothing to revoke, no error')
+  t.equal(await service.logout({ sessionId }, CLIENT), false, 'by its session id: nothing either')
+  t.equal(await service.logout({ refreshToken: opened.refreshToken, sessionId }, CLIENT), false, 'both')
   t.equal(revocations.size, 1, 'no new revocation entry')
 
   const byAccess = await service.open(USER, CLIENT)
-  t.equal(await service.logout({ sessionId: sessionOf(byAccess.refreshToken) }), true, 'by the access token\'s session id')
+  t.equal(await service.logout({ sessionId: sessionOf(byAccess.refreshToken) }, CLIENT), true, 'by the access token\'s session id')
   t.equal(revocations.isRevoked(sessionOf(byAccess.refreshToken)), true)
   await failsWith(t, service.refresh(byAccess.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'a session logged out by id')
-  t.equal(await service.logout({ sessionId: sessionIdOf(newFamilyId()) }), false, 'an unknown session id is not an error')
+  t.equal(await service.logout({ sessionId: sessionIdOf(newFamilyId()) }, CLIENT), false, 'an unknown session id is not an error')
   t.equal(revocations.size, 2)
 
   const both = await service.open(USER, CLIENT)
-  t.equal(await service.logout({ refreshToken: both.refreshToken, sessionId: sessionOf(both.refreshToken) }), true, 'refresh and access token of one session')
+  t.equal(await service.logout({ refreshToken: both.refreshToken, sessionId: sessionOf(both.refreshToken) }, CLIENT), true, 'refresh and access token of one session')
   t.equal(revocations.size, 3, 'one entry')
 
   const parallel = await service.open(USER, CLIENT)
-  const answers = await Promise.all(Array.from({ length: 5 }, () => service.logout({ refreshToken: parallel.refreshToken })))
+  const answers = await Promise.all(Array.from({ length: 5 }, () => service.logout({ refreshToken: parallel.refreshToken }, CLIENT)))
   t.strictSame(answers.filter(Boolean), [true], 'five parallel logouts of one session: one revokes')
   t.equal(revocations.size, 4, 'one entry')
 })
@@ -452,21 +457,21 @@ t.test('logout with a refresh token: any token the session issued ends it, spent
   const opened = await service.open(USER, CLIENT)
   const sessionId = sessionOf(opened.refreshToken)
 
-  t.equal(await service.logout({ refreshToken: forge(opened.refreshToken, { generation: 1 }) }), false, 'a generation not issued')
-  t.equal(await service.logout({ refreshToken: forge(opened.refreshToken, { familyId: newFamilyId() }) }), false, 'another family')
-  t.equal(await service.logout({ refreshToken: 'garbage' }), false, 'garbage')
+  t.equal(await service.logout({ refreshToken: forge(opened.refreshToken, { generation: 1 }) }, CLIENT), false, 'a generation not issued')
+  t.equal(await service.logout({ refreshToken: forge(opened.refreshToken, { familyId: newFamilyId() }) }, CLIENT), false, 'another family')
+  t.equal(await service.logout({ refreshToken: 'garbage' }, CLIENT), false, 'garbage')
   t.equal(revocations.isRevoked(sessionId), false, 'not revoked')
   const refreshed = await service.refresh(opened.refreshToken, CLIENT, log)
   t.ok(refreshed.refreshToken, 'the session still works')
 
   // Long after its rotation: on refresh it would be reuse; on logout its holder wants the session over, thief or not.
   clock.advance(600 * SECOND)
-  t.equal(await service.logout({ refreshToken: opened.refreshToken }), true, 'a token spent long ago logs the session out')
+  t.equal(await service.logout({ refreshToken: opened.refreshToken }, CLIENT), true, 'a token spent long ago logs the session out')
   t.equal(revocations.isRevoked(sessionId), true)
   await failsWith(t, service.refresh(refreshed.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'the current token after that')
 
   const other = await service.open(USER, CLIENT)
-  t.equal(await service.logout({ refreshToken: forge(other.refreshToken, { secret: randomSecret() }) }), true,
+  t.equal(await service.logout({ refreshToken: forge(other.refreshToken, { secret: randomSecret() }) }, CLIENT), true,
     'a wrong secret for a family: only a holder can name it, as on refresh')
 })
 
@@ -516,14 +521,14 @@ t.test('listing and revoking a user\'s sessions', async (t) => {
 
   t.equal(await service.isLiveSessionOf(USER.id, idA!), true)
   t.equal(await service.isLiveSessionOf(STRANGER.id, idA!), false, 'not another user\'s')
-  await failsWith(t, service.revokeOwned(USER.id, sessionOf(stranger.refreshToken)), 'NOT_FOUND', 'another user\'s session')
-  await service.revokeOwned(USER.id, idA!)
+  await failsWith(t, service.revokeOwned(USER.id, sessionOf(stranger.refreshToken), CLIENT), 'NOT_FOUND', 'another user\'s session')
+  await service.revokeOwned(USER.id, idA!, CLIENT)
   t.equal(revocations.isRevoked(idA!), true)
   t.equal(await service.isLiveSessionOf(USER.id, idA!), false, 'a revoked session is not live')
-  await failsWith(t, service.revokeOwned(USER.id, idA!), 'NOT_FOUND', 'a session already deleted')
+  await failsWith(t, service.revokeOwned(USER.id, idA!, CLIENT), 'NOT_FOUND', 'a session already deleted')
   await failsWith(t, service.refresh(a.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'a deleted session')
 
-  await service.revokeAll(USER.id, idC)
+  await service.revokeAll(USER.id, { ...CLIENT, sessionId: idC }, { keepCallerSession: true })
   await failsWith(t, service.refresh(b.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'logout-others: the others')
   t.ok(await service.refresh(c.refreshToken, CLIENT, log), 'logout-others: the caller\'s own session goes on')
   t.ok(await service.refresh(stranger.refreshToken, CLIENT, log), 'another user is unaffected')
@@ -581,7 +586,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     const { service, log, facts, revocations } = setup(t)
     const [a, b, c] = [await service.open(USER, CLIENT), await service.open(USER, CLIENT), await service.open(USER, CLIENT)]
     const stranger = await service.open(STRANGER, CLIENT)
-    await service.changeCredentials(USER, sessionOf(a.refreshToken), async () => {
+    await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(a.refreshToken) }, async () => {
       facts.set(USER.id, { credentialVersion: 1 })
       return 1
     })
@@ -601,7 +606,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     const { service, log } = setup(t)
     const a = await service.open(USER, CLIENT)
     const b = await service.open(USER, CLIENT)
-    await failsWith(t, service.changeCredentials(USER, sessionOf(a.refreshToken), async () => undefined), 'INVALID_CREDENTIALS', 'no such user')
+    await failsWith(t, service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(a.refreshToken) }, async () => undefined), 'INVALID_CREDENTIALS', 'no such user')
     t.ok(await service.refresh(b.refreshToken, CLIENT, log), 'the other session goes on')
     t.ok(await service.refresh(a.refreshToken, CLIENT, log), 'and the caller\'s')
   })
@@ -609,7 +614,7 @@ t.test('credential versions: a session opened or kept under an older one is over
   t.test('a change at the same moment as another: the kept session follows the latest version', async (t) => {
     const { service, log, facts } = setup(t)
     const a = await service.open(USER, CLIENT)
-    await service.changeCredentials(USER, sessionOf(a.refreshToken), async () => {
+    await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(a.refreshToken) }, async () => {
       facts.set(USER.id, { credentialVersion: 2 })
       return 2
     })
@@ -626,7 +631,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     await new Promise((resolve) => setImmediate(resolve))
     t.equal(store.size, 2, 'the in-flight session exists')
     delete gate.hold
-    await service.changeCredentials(USER, sessionOf(caller.refreshToken), async () => {
+    await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(caller.refreshToken) }, async () => {
       facts.set(USER.id, { credentialVersion: 1 })
       return 1
     })
@@ -646,7 +651,7 @@ t.test('credential versions: a session opened or kept under an older one is over
   t.test('a login refused for a credential change makes no room for itself: the per-user limit ends nothing', async (t) => {
     const { service, log, facts } = setup(t, { maxSessionsPerUser: 1 })
     const caller = await service.open(USER, CLIENT)
-    await service.changeCredentials(USER, sessionOf(caller.refreshToken), async () => {
+    await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(caller.refreshToken) }, async () => {
       facts.set(USER.id, { credentialVersion: 1 })
       return 1
     })
@@ -654,4 +659,48 @@ t.test('credential versions: a session opened or kept under an older one is over
     await failsWith(t, service.open(USER, CLIENT), 'INVALID_CREDENTIALS', 'the stale login')
     t.ok(await service.refresh(caller.refreshToken, CLIENT, log), 'the caller\'s session, the only one allowed, goes on')
   })
+})
+
+t.test('each lifecycle step records its security event, with the client, and each refresh its outcome', async (t) => {
+  const { service, clock, log, events, refreshes } = setup(t)
+  const PHONE: ClientInfo = { ip: '198.51.100.9', userAgent: 'phone/2.0' }
+  const a = await service.open(USER, CLIENT)
+  const b = await service.open(USER, PHONE)
+  const idA = sessionOf(a.refreshToken)
+  const idB = sessionOf(b.refreshToken)
+  t.strictSame(events, [
+    { type: 'login', userId: USER.id, sessionId: idA, ...CLIENT },
+    { type: 'login', userId: USER.id, sessionId: idB, ...PHONE }
+  ], 'a login: the user, the new session, the client')
+
+  events.length = 0
+  const rotated = await service.refresh(a.refreshToken, CLIENT, log)
+  await service.refresh(a.refreshToken, CLIENT, log)
+  t.strictSame(events, [], 'refreshes, grace included, record nothing')
+  clock.advance(11 * SECOND)
+  await failsWith(t, service.refresh(a.refreshToken, PHONE, log), 'REFRESH_TOKEN_REUSED', 'reuse after the grace')
+  t.strictSame(events, [{ type: 'refresh_reuse_detected', userId: USER.id, sessionId: idA, ...PHONE }], 'reuse: the client that came back with the spent token')
+  await failsWith(t, service.refresh(rotated.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'the session is over')
+  await failsWith(t, service.refresh('garbage', CLIENT, log), 'REFRESH_TOKEN_INVALID', 'garbage')
+  t.strictSame(refreshes, ['rotated', 'grace', 'reused', 'revoked', 'invalid'], 'each refresh counted by outcome')
+
+  events.length = 0
+  t.equal(await service.logout({ refreshToken: b.refreshToken }, PHONE), true)
+  t.equal(await service.logout({ refreshToken: b.refreshToken, sessionId: idB }, PHONE), false)
+  t.strictSame(events, [{ type: 'logout', userId: USER.id, sessionId: idB, ...PHONE }], 'a logout once, none for one that revoked nothing')
+
+  const c = await service.open(USER, CLIENT)
+  const d = await service.open(USER, PHONE)
+  const e = await service.open(USER, PHONE)
+  events.length = 0
+  await service.revokeOwned(USER.id, sessionOf(d.refreshToken), CLIENT)
+  await service.revokeAll(USER.id, { ...CLIENT, sessionId: sessionOf(c.refreshToken) }, { keepCallerSession: true })
+  await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(c.refreshToken) }, async () => 1)
+  await service.revokeAll(USER.id, { ...PHONE, sessionId: sessionOf(e.refreshToken) })
+  t.strictSame(events, [
+    { type: 'session_revoked', userId: USER.id, sessionId: sessionOf(d.refreshToken), ...CLIENT },
+    { type: 'sessions_revoked', userId: USER.id, sessionId: sessionOf(c.refreshToken), ...CLIENT },
+    { type: 'password_changed', userId: USER.id, sessionId: sessionOf(c.refreshToken), ...CLIENT },
+    { type: 'sessions_revoked', userId: USER.id, sessionId: sessionOf(e.refreshToken), ...PHONE }
+  ], 'deleting a session names the one that ended; logout-others, a password change and logout-all name the caller\'s')
 })
