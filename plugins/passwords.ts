@@ -18,15 +18,11 @@ export interface PasswordsPluginOptions {
 
 /** Password hashing (argon2id in threads of its own, src/passwords.ts). */
 async function passwordsPlugin (fastify: FastifyInstance, options: PasswordsPluginOptions): Promise<void> {
-  let passwords = options.passwordHasher
-  if (passwords === undefined) {
-    const owned = createPasswordHasher()
-    fastify.addHook('onClose', () => owned.stopThreads())
-    passwords = owned
-  }
+  const passwords = options.passwordHasher ?? createPasswordHasher()
+  // Stopped with the app only when it is the app's own.
+  if (options.passwordHasher === undefined) fastify.addHook('onClose', () => passwords.stopThreads())
   const { metrics } = fastify
-  const hasher = passwords
-  metrics.watch({ hashingQueueDepth: () => hasher.queued })
+  metrics.watch({ hashingQueueDepth: () => passwords.queued })
   const stopObserving = passwords.observe((event) => {
     if ('refused' in event) metrics.hashingRefused()
     else metrics.hashingWaited(event.waitSeconds)

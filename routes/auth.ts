@@ -7,7 +7,7 @@ import { RateLimitedError } from '../src/rate-limited.js'
 import { Credentials, PasswordChangeBody, RefreshTokenBody, SET_REFRESH_COOKIE_HEADER, SignupBody, TokenPairResponse, UserResponse, userResponseOf } from './schemas.js'
 import { documented, errorResponses } from '../plugins/shared/openapi.js'
 import { clientOf } from '../plugins/shared/client.js'
-import type { TokenPair } from '../src/sessions.js'
+import { deadRefreshTokenOutcome, type TokenPair } from '../src/sessions.js'
 import { normalizeEmail } from '../src/users.js'
 
 /** Emails are compared trimmed and lower-cased; normalize before the schema's format check. */
@@ -31,8 +31,6 @@ function loginOutcomeOf (error: unknown): LoginOutcome {
   if (error instanceof ServiceError && error.code === 'INVALID_CREDENTIALS') return 'invalid_credentials'
   return error instanceof RateLimitedError ? 'busy' : 'unavailable'
 }
-
-const REFRESH_FAILURES = new Set(['REFRESH_TOKEN_EXPIRED', 'REFRESH_TOKEN_INVALID', 'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED'])
 
 const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { users, passwords, sessions, accessTokens, rateLimits, securityEvents, metrics } = fastify
@@ -130,7 +128,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       return sendPair(reply, await sessions.refresh(token, clientOf(request), request.log))
     } catch (error) {
       // A dead cookie is dropped, so the browser stops sending it.
-      if (fromCookie && error instanceof ServiceError && REFRESH_FAILURES.has(error.code)) reply.clearRefreshCookie()
+      if (fromCookie && deadRefreshTokenOutcome(error) !== undefined) reply.clearRefreshCookie()
       throw error
     }
   })

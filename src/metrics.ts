@@ -252,15 +252,8 @@ export class ServiceMetrics {
 
   /** The timing callback of one store. */
   storeTiming (store: StoreName): StoreTiming {
-    // Children by operation: a refresh's store call does not hash its labels each time.
-    const durations = new Map<string, Histogram.Internal<'store' | 'operation'>>()
     return (operation, seconds, failed) => {
-      let duration = durations.get(operation)
-      if (duration === undefined) {
-        duration = this.#storeDuration.labels({ store, operation })
-        durations.set(operation, duration)
-      }
-      duration.observe(seconds)
+      this.#storeDuration.observe({ store, operation }, seconds)
       if (failed) this.#storeErrors.inc({ store, operation })
     }
   }

@@ -65,12 +65,17 @@ export interface SessionOwner {
   credentialVersion: number
 }
 
-/** The refresh outcome each refusal counts as. */
-const REFRESH_FAILURES: Partial<Record<string, RefreshOutcomeLabel>> = {
+/** The refusals that say the refresh token itself is dead, and the outcome each counts as. */
+const DEAD_REFRESH_TOKEN: Partial<Record<string, RefreshOutcomeLabel>> = {
   REFRESH_TOKEN_REUSED: 'reused',
   REFRESH_TOKEN_EXPIRED: 'expired',
   REFRESH_TOKEN_INVALID: 'invalid',
   REFRESH_TOKEN_REVOKED: 'revoked'
+}
+
+/** How a failed refresh counts when its token is dead (expired, invalid, revoked, reused); undefined for any other failure (a store away). */
+export function deadRefreshTokenOutcome (error: unknown): RefreshOutcomeLabel | undefined {
+  return error instanceof ServiceError ? DEAD_REFRESH_TOKEN[error.code] : undefined
 }
 
 /**
@@ -132,7 +137,7 @@ export class SessionService {
       this.deps.refreshed?.(outcome)
       return pair
     } catch (error) {
-      this.deps.refreshed?.(error instanceof ServiceError ? REFRESH_FAILURES[error.code] ?? 'unavailable' : 'unavailable')
+      this.deps.refreshed?.(deadRefreshTokenOutcome(error) ?? 'unavailable')
       throw error
     }
   }
