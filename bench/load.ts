@@ -14,6 +14,7 @@ export interface Measurement {
   /** Latency of 2xx responses, ms, measured per response (autocannon's own histogram rounds to whole ms). */
   p50: number
   p90: number
+  p97_5: number
   p99: number
   max: number
   /** 2xx responses. */
@@ -30,6 +31,8 @@ export interface Measurement {
   /** CPU used, in % of one core: the load generator (this process) and the server child. */
   generatorCpu: number
   serverCpu: number | undefined
+  /** The server child's CPU time per 2xx response, ms: what neighbours on its cores change least. */
+  serverCpuMsPerOk: number | undefined
   /**
    * How busy the servers' cores were, in % of one core each (summed): what is
    * above serverCpu was used by other processes, the noise of a shared machine.
@@ -64,10 +67,10 @@ class Samples {
     this.#values[this.#length++] = value
   }
 
-  percentiles (): { p50: number, p90: number, p99: number, max: number } {
+  percentiles (): { p50: number, p90: number, p97_5: number, p99: number, max: number } {
     const sorted = this.#values.slice(0, this.#length).sort()
     const at = (q: number): number => sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!
-    return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: sorted.length === 0 ? 0 : sorted[sorted.length - 1]! }
+    return { p50: at(0.5), p90: at(0.9), p97_5: at(0.975), p99: at(0.99), max: sorted.length === 0 ? 0 : sorted[sorted.length - 1]! }
   }
 }
 
@@ -170,6 +173,7 @@ export class Series {
       slices: slices.length,
       generatorCpu: slices.reduce((sum, slice) => sum + slice.generatorCpuMs, 0) / wallMs * 100,
       serverCpu: known(serverMs) ? serverMs.reduce((sum, ms) => sum + ms, 0) / wallMs * 100 : undefined,
+      serverCpuMsPerOk: known(serverMs) && ok > 0 ? serverMs.reduce((sum, ms) => sum + ms, 0) / ok : undefined,
       serverCoresBusy: known(busy) && busy.length > 0
         ? slices.reduce((sum, slice) => sum + slice.coresBusyShare! * slice.wallMs, 0) / wallMs * 100
         : undefined,

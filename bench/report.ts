@@ -6,6 +6,26 @@ import type { RedisMemoryResult } from './redis-memory.js'
 
 export type StoreName = 'embedded' | 'redis'
 
+/** POST /auth/password-reset/request for the users' emails and for emails no account has: the two should cost the same. */
+export interface ResetResults {
+  /** Measured in slices alternating with each other's, on the same connections. */
+  known: Measurement
+  unknown: Measurement
+  /** known / unknown: near 1.0 when the two paths cost the same. Server CPU per request is the least disturbed by neighbours. */
+  ratios: { rps: number, p50: number, serverCpuPerRequest: number | undefined }
+  connections: number
+  /** A known and an unknown email got the same status and body (checked once, before the load). */
+  sameAnswer: boolean
+  /**
+   * Before the load, the known addresses' link mails for the hour were spent
+   * (written to the outbox): while measured, each known request's mail is
+   * composed and queued, then dropped by the throttle.
+   */
+  allowance: { requests: number, mailsSent: number, seconds: number }
+  /** While measured, from the service's metrics: what the known requests left to do off the request path. */
+  background: { mailsSent: number, mailsThrottled: number, eventsRecorded: number, eventsDropped: number }
+}
+
 export interface StoreResults {
   store: StoreName
   /** `bare`: the bare route, measured in slices alternating with the workload's: its yardstick. */
@@ -14,6 +34,7 @@ export interface StoreResults {
   hashLimit?: HashLimitResult
   login?: Measurement
   mixed?: { idle: Measurement, flood: Measurement, loginFlood: Measurement }
+  reset?: ResetResults
   /** Keys the service left under its run's prefix, before they were deleted. */
   serviceKeys?: { keys: number, withoutTtl: number }
   profile?: { file: string, whole: ProfileSummary, phases: Record<string, ProfileSummary> }
@@ -125,6 +146,16 @@ export function rowsOf (results: Omit<Results, 'rows'>): Row[] {
         ...measured(loginFlood),
         ...(store.hashLimit === undefined ? {} : { ratio: loginFlood.rps / store.hashLimit.perSecond, ratioOf: 'hashing limit' })
       })
+    }
+    if (store.reset !== undefined) {
+      // No target: the figure is how near 1.0 both ratios are (drawn against the 1.0 line).
+      const { known, unknown, ratios } = store.reset
+      rows.push({ key: `${s}/reset-unknown`, label: `${s} · reset request, unknown email`, ...measured(unknown), ratio: 1, ratioOf: 'unknown' })
+      rows.push({ key: `${s}/reset-known`, label: `${s} · reset request, known email`, ...measured(known), ratio: ratios.rps, ratioOf: 'unknown', chart: true })
+      rows.push({ key: `${s}/reset-known-p50`, label: `${s} · reset p50, known email`, ratio: ratios.p50, ratioOf: 'unknown p50', chart: true })
+      if (ratios.serverCpuPerRequest !== undefined) {
+        rows.push({ key: `${s}/reset-known-cpu`, label: `${s} · reset CPU, known email`, ratio: ratios.serverCpuPerRequest, ratioOf: 'unknown CPU/request' })
+      }
     }
   }
   if (results.redisMemory !== undefined) {

@@ -11,22 +11,26 @@ import { runLoad, Series, type LoadOptions, type Measurement } from './load.js'
 import { affinityOf, cpuIndexes, placeProcesses, startLineChild, startServer, stopServer, type LineChild, type Placement, type ServerProcess } from './processes.js'
 import { formatProfile, readProfile, summarizeProfile, type ProfileSummary } from './profile.js'
 import { deleteKeysUnder, keysUnder, keysWithoutTtl, measureRedisMemory } from './redis-memory.js'
-import { chartOf, formatTable, rowsOf, type Results, type StoreName, type StoreResults } from './report.js'
+import { chartOf, formatTable, rowsOf, type ResetResults, type Results, type StoreName, type StoreResults } from './report.js'
+import { ServiceMetrics } from './service-metrics.js'
 
 const HELP = `npm run bench [-- options]
 
 Measures the service against a bare Fastify route and against the argon2
-hashing limit, in one run: prints a table, writes JSON and an SVG chart.
+hashing limit, and a password-reset request for an account's email against
+one for an email no account has, in one run: prints a table, writes JSON and
+an SVG chart.
 
   --duration <s>            measured seconds per workload (default 5)
   --warmup <s>              warm-up seconds before each workload (default 2)
   --rounds <n>              slices each measurement is cut into, alternating with its yardstick
-                            (bare route, hashing limit, idle probe) so a drifting load hits both (default 3)
+                            (bare route, hashing limit, idle probe, unknown email) so a drifting load hits both (default 3)
   --connections <n>         connections for me, refresh and the bare route (default 100)
   --login-connections <n>   connections for login and the login flood (default: 8, or 4 per hashing slot if more)
+  --reset-connections <n>   connections for reset, known and unknown emails alike (default 16: each request is a database write)
   --probe-connections <n>   back-to-back /users/me clients measuring latency in "mixed" (default 1)
   --users <n>               users signed up and logged in first (default 200)
-  --only <list>             some of me,refresh,login,mixed,memory (default: all)
+  --only <list>             some of me,refresh,login,mixed,memory,reset (default: all)
   --redis [url]             also run with Redis (default redis://127.0.0.1:6379; REDIS_URL does the same)
   --service-cpus <list>     CPUs for the servers, taskset syntax (default 0)
   --generator-cpu <n>       CPU for this process, the load generator (default 1)
@@ -37,7 +41,7 @@ hashing limit, in one run: prints a table, writes JSON and an SVG chart.
   --help
 `
 
-const WORKLOADS = ['me', 'refresh', 'login', 'mixed', 'memory'] as const
+const WORKLOADS = ['me', 'refresh', 'login', 'mixed', 'memory', 'reset'] as const
 type Workload = typeof WORKLOADS[number]
 
 const PASSWORD = 'correct horse battery staple'
@@ -51,6 +55,7 @@ interface Options {
   rounds: number
   connections: number
   loginConnections: number | undefined
+  resetConnections: number
   probeConnections: number
   users: number
   only: Set<Workload>
@@ -76,6 +81,7 @@ function parseOptions (argv: string[]): Options {
       rounds: { type: 'string' },
       connections: { type: 'string' },
       'login-connections': { type: 'string' },
+      'reset-connections': { type: 'string' },
       'probe-connections': { type: 'string' },
       users: { type: 'string' },
       only: { type: 'string' },
@@ -110,6 +116,7 @@ function parseOptions (argv: string[]): Options {
     rounds: Math.max(1, Math.round(positive('rounds', values.rounds, 3))),
     connections: Math.round(positive('connections', values.connections, 100)),
     loginConnections: values['login-connections'] === undefined ? undefined : Math.round(positive('login-connections', values['login-connections'], 8)),
+    resetConnections: Math.round(positive('reset-connections', values['reset-connections'], 16)),
     probeConnections: Math.round(positive('probe-connections', values['probe-connections'], 1)),
     users: Math.max(8, Math.round(positive('users', values.users, 200))),
     only,
@@ -149,11 +156,13 @@ function say (text: string): void {
   process.stdout.write(text + '\n')
 }
 
-const figures = (m: Measurement): string => {
+/** `tails`: p97.5 too, as autocannon prints it. */
+const figures = (m: Measurement, { tails = false } = {}): string => {
   const bad = m.errors + m.non2xx === 0 ? '' : `, ${m.errors} errors, ${m.non2xx} non-2xx`
   const others = m.serverCoresBusy === undefined || m.serverCpu === undefined ? '' : ` / others ${Math.round(Math.max(0, m.serverCoresBusy - m.serverCpu))}%`
   const cpu = m.serverCpu === undefined ? '' : `, CPU server ${Math.round(m.serverCpu)}% / generator ${Math.round(m.generatorCpu)}%${others}`
-  return `${Math.round(m.rps).toLocaleString('en-US')} req/s, p50 ${m.p50.toFixed(2)} ms, p99 ${m.p99.toFixed(2)} ms${bad}${cpu}`
+  const tail = tails ? `, p97.5 ${m.p97_5.toFixed(2)} ms` : ''
+  return `${Math.round(m.rps).toLocaleString('en-US')} req/s, p50 ${m.p50.toFixed(2)} ms${tail}, p99 ${m.p99.toFixed(2)} ms${bad}${cpu}`
 }
 
 // ---------------------------------------------------------------- cleanup
@@ -339,6 +348,138 @@ class HashLimit {
 
 const sleep = async (seconds: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, seconds * 1000))
 
+// ---------------------------------------------------------------- reset: a known email against an unknown one
+
+const RESET_PATH = '/auth/password-reset/request'
+
+/** Emails no account has (the bench signs up emailOf's only): as many as the users, about as long. */
+const unknownEmailOf = (runId: string, index: number): string => `nobody-${runId}-${index}@bench.invalid`
+
+function resetRequests (emails: string[]): autocannon.Request[] {
+  return emails.map((email) => ({ method: 'POST', path: RESET_PATH, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email }) }))
+}
+
+/** Reset mails of one outcome (sent, throttled…) the service counted. */
+const resetMails = (metrics: ServiceMetrics, outcome: string): number => metrics.value('auth_mails_total', { kind: 'password_reset', outcome })
+
+/**
+ * Waits until the service has nothing queued (mail to send or drop, security
+ * events to write, at most a second away): the next slice then pays for no
+ * earlier one's background work.
+ */
+async function settled (scrape: () => Promise<ServiceMetrics>, timeoutSeconds = 120): Promise<ServiceMetrics> {
+  const deadline = performance.now() + timeoutSeconds * 1000
+  while (true) {
+    const metrics = await scrape()
+    const backlog = metrics.value('auth_mail_pending') + metrics.value('auth_security_events_pending')
+    if (backlog === 0) return metrics
+    if (performance.now() > deadline) throw new Error(`reset: the service still had ${backlog} mails and events queued after ${timeoutSeconds} s`)
+    await sleep(0.1)
+  }
+}
+
+/**
+ * Spends the hour's link mails of every known address (the mail queue's
+ * per-recipient throttle; signup's verification mail took one of them): a
+ * request per address a round, each round's mails written before the next,
+ * until a round's are all dropped. From then on a known request still
+ * composes and queues its mail, and the throttle drops it: no measured slice
+ * writes mail, nor inherits an earlier slice's.
+ */
+async function spendMailAllowance (url: string, scrape: () => Promise<ServiceMetrics>, emails: string[]): Promise<ResetResults['allowance']> {
+  const started = performance.now()
+  const first = await settled(scrape)
+  let before = first
+  for (let round = 1; round <= 20; round++) {
+    await inParallel(emails.length, 8, async (index) => {
+      const { status, text } = await post(url + RESET_PATH, { email: emails[index] }, userAddress(index))
+      if (status !== 202) throw new Error(`reset: ${RESET_PATH} answered ${status}: ${text}`)
+    })
+    const after = await settled(scrape)
+    if (resetMails(after, 'throttled') - resetMails(before, 'throttled') >= emails.length) {
+      return { requests: round * emails.length, mailsSent: resetMails(after, 'sent') - resetMails(first, 'sent'), seconds: (performance.now() - started) / 1000 }
+    }
+    before = after
+  }
+  throw new Error('reset: 20 requests per address did not exhaust the mail throttle; is it still per recipient and per hour?')
+}
+
+/** The two answers, byte for byte: they must not tell whether the account exists. */
+async function sameAnswer (url: string, knownEmail: string, unknownEmail: string): Promise<{ same: boolean, known: string, unknown: string }> {
+  const known = await post(url + RESET_PATH, { email: knownEmail }, userAddress(0))
+  const unknown = await post(url + RESET_PATH, { email: unknownEmail }, userAddress(0))
+  const text = ({ status, text }: { status: number, text: string }): string => `${status} ${text}`
+  return { same: text(known) === text(unknown), known: text(known), unknown: text(unknown) }
+}
+
+/**
+ * The reset workload: slices of requests for the users' emails and for
+ * emails no account has, on the same connections, in alternating order
+ * (known first in even rounds, unknown first in odd ones). The figure is the
+ * ratio known/unknown, of req/s and of p50: the two paths should cost the same.
+ */
+async function resetWorkload (service: ServerProcess, context: StoreContext, watch: Watch): Promise<ResetResults> {
+  const { store, options, runId, metricsToken } = context
+  const { rounds, warmup, resetConnections: connections } = options
+  const slice = options.duration / rounds
+  const knownEmails = Array.from({ length: options.users }, (_, user) => emailOf(runId, user))
+  const unknownEmails = Array.from({ length: options.users }, (_, index) => unknownEmailOf(runId, index))
+  const scrape = async (): Promise<ServiceMetrics> => ServiceMetrics.scrape(service.url, metricsToken)
+
+  phaseStart(`${store}: reset, spending the hour's link mails of ${knownEmails.length} addresses`)
+  const allowance = await spendMailAllowance(service.url, scrape, knownEmails)
+  phaseEnd(`${store}: reset: ${allowance.requests} requests spent the hour's link mails of ${knownEmails.length} addresses ` +
+    `(${allowance.mailsSent} written to the outbox, ${allowance.seconds.toFixed(1)} s): the throttle drops every measured request's mail`)
+
+  const answer = await sameAnswer(service.url, knownEmails[0]!, unknownEmails[0]!)
+  if (!answer.same) say(`${elapsed()} ${store}: reset: the answers DIFFER: known "${answer.known}", unknown "${answer.unknown}"`)
+
+  const sides = {
+    known: { requests: spread(resetRequests(knownEmails), connections), series: new Series() },
+    unknown: { requests: spread(resetRequests(unknownEmails), connections), series: new Series() }
+  }
+  phaseStart(`${store}: reset, ${connections} connections, ${warmup} s warm-up each, ` +
+    `${rounds} × (${slice.toFixed(1)} s known + ${slice.toFixed(1)} s unknown email, the order flipped each round)`)
+  if (warmup > 0) {
+    for (const side of [sides.known, sides.unknown]) await runLoad({ url: service.url, connections, seconds: warmup, ...side.requests })
+  }
+  const start = await settled(scrape)
+  for (let round = 0; round < rounds; round++) {
+    for (const side of round % 2 === 0 ? [sides.known, sides.unknown] : [sides.unknown, sides.known]) {
+      await settled(scrape)
+      await side.series.run({ url: service.url, connections, seconds: slice, ...side.requests, ...watch })
+    }
+  }
+  const end = await settled(scrape)
+  const known = sides.known.series.result()
+  const unknown = sides.unknown.series.result()
+  const background = {
+    mailsSent: resetMails(end, 'sent') - resetMails(start, 'sent'),
+    mailsThrottled: resetMails(end, 'throttled') - resetMails(start, 'throttled'),
+    eventsRecorded: end.value('auth_security_events_total', { type: 'password_reset_requested' }) -
+      start.value('auth_security_events_total', { type: 'password_reset_requested' }),
+    eventsDropped: end.value('auth_security_events_dropped_total') - start.value('auth_security_events_dropped_total')
+  }
+  const ratios = {
+    rps: known.rps / unknown.rps,
+    p50: known.p50 / unknown.p50,
+    serverCpuPerRequest: known.serverCpuMsPerOk === undefined || unknown.serverCpuMsPerOk === undefined
+      ? undefined
+      : known.serverCpuMsPerOk / unknown.serverCpuMsPerOk
+  }
+  const indent = ' '.repeat(elapsed().length)
+  phaseEnd(`${store}: reset known   ${figures(known, { tails: true })}`)
+  say(`${indent} ${store}: reset unknown ${figures(unknown, { tails: true })}`)
+  const cpu = ratios.serverCpuPerRequest === undefined
+    ? ''
+    : `, ${ratios.serverCpuPerRequest.toFixed(2)}× server CPU per request (${known.serverCpuMsPerOk!.toFixed(2)} vs ${unknown.serverCpuMsPerOk!.toFixed(2)} ms)`
+  say(`${indent} ${store}: reset known/unknown: ${ratios.rps.toFixed(2)}× req/s, ${ratios.p50.toFixed(2)}× p50${cpu}`)
+  say(`${indent} ${store}: reset: ${answer.same ? `the same answer for both (${answer.known})` : 'DIFFERENT answers'}; while measured, ` +
+    `${background.mailsSent} reset mails written and ${background.mailsThrottled} dropped by the throttle, ` +
+    `${background.eventsRecorded} password_reset_requested events recorded${background.eventsDropped === 0 ? '' : `, ${background.eventsDropped} events dropped`}`)
+  return { known, unknown, ratios, connections, sameAnswer: answer.same, allowance, background }
+}
+
 // ---------------------------------------------------------------- one store
 
 /** The main thread's profile among those Node wrote (CPU.<date>.<time>.<pid>.<thread id>.<n>.cpuprofile; the main thread is 0). */
@@ -357,6 +498,7 @@ interface StoreContext {
   dataDir: string
   usersExist: boolean
   redisPrefix: string | undefined
+  metricsToken: string
 }
 
 /** Starts a server child and registers its stop with the cleanups; answers a stop that unregisters it. */
@@ -389,7 +531,9 @@ async function benchStore (context: StoreContext): Promise<StoreResults> {
     LOGIN_RATE_LIMIT: '1000000/1s',
     // Behind a trusted local proxy: X-Forwarded-For gives each simulated client its own address.
     TRUST_PROXY: '127.0.0.1',
-    ROTATE_REFRESH_TOKENS: 'true'
+    ROTATE_REFRESH_TOKENS: 'true',
+    // The reset workload reads the mail queue and the security events from /metrics.
+    METRICS_TOKEN: context.metricsToken
   }
   if (store === 'redis') {
     env.REDIS_URL = options.redisUrl!
@@ -531,6 +675,9 @@ async function benchStore (context: StoreContext): Promise<StoreResults> {
     say(`${elapsed()} ${store}: me flood ${figures(m.flood)}; p99 ${(m.flood.p99 / m.idle.p99).toFixed(2)}× idle (logins meanwhile: ${m.loginFlood.rps.toFixed(1)}/s)`)
   }
 
+  // Last: its database writes and security events are no other workload's load.
+  if (options.only.has('reset')) results.reset = await resetWorkload(service, context, watch)
+
   await stopService()
   if (options.cpuProf) {
     try {
@@ -538,7 +685,8 @@ async function benchStore (context: StoreContext): Promise<StoreResults> {
       const profile = readProfile(file)
       const phases: Record<string, ProfileSummary> = {}
       const measured: Array<[string, Measurement | undefined]> = [
-        ['me', results.me], ['refresh', results.refresh], ['login', results.login], ['me during the login flood', results.mixed?.flood]
+        ['me', results.me], ['refresh', results.refresh], ['login', results.login], ['me during the login flood', results.mixed?.flood],
+        ['reset, known email', results.reset?.known], ['reset, unknown email', results.reset?.unknown]
       ]
       say(`${store}: CPU profile ${relative(projectRoot, file)} (main thread; argon2 runs on libuv threads, not sampled), cut to each measured window:`)
       for (const [phase, measurement] of measured) {
@@ -566,8 +714,10 @@ async function main (): Promise<void> {
   say(`auth-service benchmark ${runId}: ${machine.cpus} × ${machine.model}, Node ${machine.node}`)
   for (const note of placement.notes) say(`  cores: ${note}`)
   say(`  workloads: ${[...options.only].join(', ')}; ${options.warmup} s warm-up + ${options.duration} s each in ${options.rounds} slices; ${options.connections} connections` +
+    `${options.only.has('reset') ? ` (reset: ${options.resetConnections})` : ''}` +
     `; stores: embedded${options.redisUrl === undefined ? ' (add --redis or REDIS_URL for Redis)' : `, redis (${options.redisUrl})`}`)
-  say(`  service env: LOG_LEVEL=${options.logLevel}, LOGIN_RATE_LIMIT=1000000/1s, TRUST_PROXY=127.0.0.1 (each refresh from one of ${REFRESH_ADDRESSES} X-Forwarded-For addresses), fresh DATA_DIR`)
+  say(`  service env: LOG_LEVEL=${options.logLevel}, LOGIN_RATE_LIMIT=1000000/1s (the link-request limits follow it), ` +
+    `TRUST_PROXY=127.0.0.1 (each refresh from one of ${REFRESH_ADDRESSES} X-Forwarded-For addresses), METRICS_TOKEN (read by reset), fresh DATA_DIR`)
 
   let redis: Redis | undefined
   const redisPrefix = `bench:${runId}:`
@@ -614,10 +764,11 @@ async function main (): Promise<void> {
     runId,
     dataDir,
     usersExist: false,
-    redisPrefix: options.redisUrl === undefined ? undefined : `${redisPrefix}svc:`
+    redisPrefix: options.redisUrl === undefined ? undefined : `${redisPrefix}svc:`,
+    metricsToken: randomBytes(16).toString('hex')
   }
 
-  const serviceWorkloads = ['me', 'refresh', 'login', 'mixed'].some((w) => options.only.has(w as Workload))
+  const serviceWorkloads = ['me', 'refresh', 'login', 'mixed', 'reset'].some((w) => options.only.has(w as Workload))
   if (serviceWorkloads) {
     partial.stores.push(await benchStore(context))
     if (options.redisUrl !== undefined) {

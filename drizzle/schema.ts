@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import { bigint, index, integer, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
+import { bigint, boolean, index, integer, pgTable, primaryKey, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
 
 export const users = pgTable('users', {
   id: uuid('id').primaryKey().defaultRandom(),
@@ -12,6 +12,8 @@ export const users = pgTable('users', {
   // deletion): a session opened under an older version is over, even one whose
   // login was in flight when the change happened.
   credentialVersion: integer('credential_version').notNull().default(0),
+  // Proven by following a link mailed to the address (or by completing a password reset).
+  emailVerified: boolean('email_verified').notNull().default(false),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow()
 }, (table) => [
@@ -19,6 +21,50 @@ export const users = pgTable('users', {
 ])
 
 export type UserRow = typeof users.$inferSelect
+
+/**
+ * The links mailed to an account (API.md, "Accounts, mail and links"): one
+ * live link per account and kind, so a newer one replaces (supersedes) the
+ * older. Only the token's SHA-256 is stored; redeeming deletes the row, so a
+ * link works once. Bound to the address it was mailed to: a link for an
+ * address the account no longer has does not work. Deleted with the account.
+ */
+export const linkTokens = pgTable('link_tokens', {
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  // password_reset, email_verification (the current address) or email_change (a new one).
+  kind: text('kind').notNull(),
+  tokenHash: text('token_hash').notNull(),
+  // The address mailed: the account's own, or for email_change the new one.
+  email: text('email').notNull(),
+  expiresAt: timestamp('expires_at', { withTimezone: true, precision: 3 }).notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true, precision: 3 }).notNull()
+}, (table) => [
+  primaryKey({ columns: [table.userId, table.kind] }),
+  uniqueIndex('link_tokens_token_hash_key').on(table.tokenHash),
+  // Expired links are deleted by time.
+  index('link_tokens_expires_at_idx').on(table.expiresAt)
+])
+
+export type LinkTokenRow = typeof linkTokens.$inferSelect
+
+/**
+ * What a link request for an email no account has writes instead of a link:
+ * one row in one of a fixed number of slots, overwritten. The request then
+ * commits a write like one for an account does (on PostgreSQL a commit that
+ * wrote nothing skips the WAL flush, and its speed would tell that the account
+ * does not exist), and the row is shaped and indexed like a link, so writing
+ * it costs the same. Holds nothing about the request: a random slot, and the
+ * hash of a token nobody was given.
+ */
+export const linkDecoys = pgTable('link_decoys', {
+  slot: integer('slot').primaryKey(),
+  tokenHash: text('token_hash').notNull(),
+  expiresAt: timestamp('expires_at', { withTimezone: true, precision: 3 }).notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true, precision: 3 }).notNull()
+}, (table) => [
+  uniqueIndex('link_decoys_token_hash_key').on(table.tokenHash),
+  index('link_decoys_expires_at_idx').on(table.expiresAt)
+])
 
 /**
  * Security events (API.md, "Security events"): who did what to an account,

@@ -26,7 +26,7 @@ export type AccessTokenCallback = (...result: [error: Error, claims: undefined] 
 
 export interface AccessTokens {
   /** An access token for the session, never expiring after `notAfter` (ms): its session's end. */
-  issue(userId: string, sessionId: string, notAfter: number): string
+  issue(userId: string, sessionId: string, notAfter: number, facts: { emailVerified: boolean }): string
   /**
    * Verifies the access token `request` presents: size, kid, signature,
    * algorithm, issuer, audience, type, claims and (unless allowed) expiry.
@@ -173,9 +173,10 @@ async function jwtPlugin (fastify: FastifyInstance, options: JwtPluginOptions): 
   }
 
   const accessTokens: AccessTokens = {
-    issue: (userId, sessionId, notAfter) => fastify.jwt.sign(accessTokenClaims({
+    issue: (userId, sessionId, notAfter, { emailVerified }) => fastify.jwt.sign(accessTokenClaims({
       userId,
       sessionId,
+      emailVerified,
       now: clock.now(),
       ttlSeconds: config.accessTokenTtl,
       notAfter,

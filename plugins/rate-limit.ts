@@ -8,7 +8,7 @@ import { RateLimitedError } from '../src/rate-limited.js'
 import { errorResponses } from './shared/openapi.js'
 
 /** The rate-limited routes, each naming its policy where it is declared: `config: { rateLimitPolicy: 'login' }`. */
-export type RateLimitPolicy = 'signup' | 'login' | 'refresh' | 'password'
+export type RateLimitPolicy = 'signup' | 'login' | 'refresh' | 'password' | 'link-request' | 'link-redeem'
 
 /**
  * Limits a handler counts itself, once it knows an attempt is one of those
@@ -38,6 +38,10 @@ export interface RateLimitSettings {
   refreshPerAddress: RateLimit
   /** Logouts that revoke nothing, per client address. */
   logoutNoopPerAddress: RateLimit
+  /** Requests for a mailed link (reset, verification), per email or signed-in user; the mail itself is throttled per recipient too. */
+  linkRequestPerAccount: RateLimit
+  /** Requests for a mailed link, and attempts to redeem one, per client address. */
+  linkPerAddress: RateLimit
 }
 
 /**
@@ -60,7 +64,10 @@ function defaultRateLimits (
     refreshPerAddress: refreshRateLimit,
     // A logout that revokes nothing costs what a refresh does, and may be a probe with tokens
     // that are not (or no longer) live: it is held to the refresh numbers.
-    logoutNoopPerAddress: refreshRateLimit
+    logoutNoopPerAddress: refreshRateLimit,
+    // A link request is limited like a login: it is the other way in to an account.
+    linkRequestPerAccount: loginRateLimit,
+    linkPerAddress: { max: loginRateLimit.max * SHARED_ADDRESS_FACTOR, windowSeconds: loginRateLimit.windowSeconds }
   }
 }
 
@@ -83,8 +90,10 @@ const LOCAL_CACHE_ENTRIES = 50_000
 const clientAddress = (request: FastifyRequest): string => normalizeIP(request.ip)
 /** Hashed: the limiter's keys (in Redis, say) hold no email address. */
 const accountOf = (request: FastifyRequest): string =>
-  createHash('sha256').update(String((request.body as { email?: unknown }).email)).digest('base64url')
+  createHash('sha256').update(String((request.body as { email?: unknown } | undefined)?.email)).digest('base64url')
 const userOf = (request: FastifyRequest): string => request.auth?.sub ?? ''
+/** A link request names its account by the access token it carries (checked before the limit), else by email. */
+const userOrEmailOf = (request: FastifyRequest): string => request.auth === null ? accountOf(request) : `user:${userOf(request)}`
 
 /** Sets the standard headers from the tightest of the limits that applied; answers the one exceeded, if any. */
 function decide (reply: FastifyReply, results: CheckResult[]): (CheckResult & { isAllowed: false }) | undefined {
@@ -155,7 +164,12 @@ async function rateLimitPlugin (fastify: FastifyInstance, options: RateLimitPlug
     login: [loginPerAddress, await limiter('login-account', limits.loginPerAccount, accountOf)],
     password: [loginPerAddress, await limiter('password-user', limits.loginPerAccount, userOf)],
     signup: [await limiter('signup-address', limits.signupPerAddress, clientAddress)],
-    refresh: [await limiter('refresh-address', limits.refreshPerAddress, clientAddress, { perInstance: true })]
+    refresh: [await limiter('refresh-address', limits.refreshPerAddress, clientAddress, { perInstance: true })],
+    'link-request': [
+      await limiter('link-request-address', limits.linkPerAddress, clientAddress),
+      await limiter('link-request-account', limits.linkRequestPerAccount, userOrEmailOf)
+    ],
+    'link-redeem': [await limiter('link-redeem-address', limits.linkPerAddress, clientAddress)]
   }
   const counted: Record<CountedLimit, Limiter[]> = {
     'logout-noop': [await limiter('logout-noop-address', limits.logoutNoopPerAddress, clientAddress, { perInstance: true })]

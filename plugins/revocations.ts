@@ -35,10 +35,17 @@ async function revocationsPlugin (fastify: FastifyInstance, options: Revocations
       }
     }), ['publish'], metrics.storeTiming('redis'))
     : undefined
-  const { userFacts } = fastify
+  const { userFacts, users } = fastify
   const revocations = new RevocationList(clock, config.accessTokenTtl * 1000, feed, {
-    changed: (userId) => userFacts.forget(userId),
-    resynced: () => userFacts.clear()
+    // A changed user (password, address, deletion): what this instance remembers of them is read again.
+    changed: (userId) => {
+      userFacts.forget(userId)
+      users.forgetUser(userId)
+    },
+    resynced: () => {
+      userFacts.clear()
+      users.forgetAll()
+    }
   }, {
     published: (kind) => metrics.revocation('published', kind),
     received: (kind) => metrics.revocation('received', kind)
@@ -49,4 +56,4 @@ async function revocationsPlugin (fastify: FastifyInstance, options: Revocations
   fastify.decorate('revocations', revocations)
 }
 
-export default fp(revocationsPlugin, { name: 'revocations', dependencies: ['config', 'redis', 'user-facts', 'metrics'] })
+export default fp(revocationsPlugin, { name: 'revocations', dependencies: ['config', 'database', 'redis', 'user-facts', 'metrics'] })

@@ -19,7 +19,8 @@ async function sessionsPlugin (fastify: FastifyInstance): Promise<void> {
     users: fastify.userFacts,
     events: fastify.securityEvents,
     refreshed: (outcome) => fastify.metrics.refresh(outcome),
-    issueAccessToken: (userId, sessionId, notAfter) => fastify.accessTokens.issue(userId, sessionId, notAfter)
+    reuseDetected: (userId, client) => fastify.accounts.notifyReuse(userId, client),
+    issueAccessToken: (userId, sessionId, notAfter, facts) => fastify.accessTokens.issue(userId, sessionId, notAfter, facts)
   }))
 }
 

@@ -139,7 +139,8 @@ async function swaggerPlugin (fastify: FastifyInstance): Promise<void> {
       tags: [
         { name: 'auth', description: 'Signup, login, refresh, logout and password' },
         { name: 'sessions', description: 'The signed-in user\'s sessions (devices) and security events' },
-        { name: 'users', description: 'The signed-in user' },
+        { name: 'users', description: 'The signed-in user: profile, email change, deletion' },
+        { name: 'account', description: 'Links mailed to the account: password reset and email verification' },
         { name: 'keys', description: 'Verifying access tokens: public keys, introspection' },
         { name: 'health', description: 'Readiness, liveness and metrics' }
       ],

@@ -13,7 +13,7 @@ async function userFactsPlugin (fastify: FastifyInstance): Promise<void> {
   const { users } = fastify
   fastify.decorate('userFacts', new UserFactsCache(async (userId) => {
     const user = await users.findById(userId)
-    return user === undefined ? undefined : { credentialVersion: user.credentialVersion }
+    return user === undefined ? undefined : { credentialVersion: user.credentialVersion, emailVerified: user.emailVerified }
   }))
 }
 

@@ -4,22 +4,11 @@ import { Type } from 'typebox'
 import { ServiceError } from '../src/errors.js'
 import type { LoginOutcome } from '../src/metrics.js'
 import { RateLimitedError } from '../src/rate-limited.js'
-import { Credentials, PasswordChangeBody, RefreshTokenBody, SET_REFRESH_COOKIE_HEADER, SignupBody, TokenPairResponse, UserResponse, userResponseOf } from './schemas.js'
+import { Credentials, NewUserResponse, PasswordChangeBody, RefreshTokenBody, SET_REFRESH_COOKIE_HEADER, SignupBody, TokenPairResponse, userResponseOf } from './schemas.js'
 import { documented, errorResponses } from '../plugins/shared/openapi.js'
 import { clientOf } from '../plugins/shared/client.js'
+import { defaultToEmptyBody, normalizeEmailField } from '../plugins/shared/request-body.js'
 import { deadRefreshTokenOutcome, type TokenPair } from '../src/sessions.js'
-import { normalizeEmail } from '../src/users.js'
-
-/** Emails are compared trimmed and lower-cased; normalize before the schema's format check. */
-async function normalizeEmailField (request: FastifyRequest): Promise<void> {
-  const body = request.body as { email?: unknown } | undefined
-  if (typeof body?.email === 'string') body.email = normalizeEmail(body.email)
-}
-
-/** Refresh and logout may be sent with no body at all (cookie only); a JSON `null` is a body, and invalid. */
-async function defaultToEmptyBody (request: FastifyRequest): Promise<void> {
-  if (request.body === undefined) request.body = {}
-}
 
 function sendPair (reply: FastifyReply, pair: TokenPair): TokenPair {
   reply.setRefreshCookie(pair.refreshToken, pair.refreshExpiresIn)
@@ -29,11 +18,12 @@ function sendPair (reply: FastifyReply, pair: TokenPair): TokenPair {
 /** How a failed login counts: a wrong password, a full hashing line, or a store away. */
 function loginOutcomeOf (error: unknown): LoginOutcome {
   if (error instanceof ServiceError && error.code === 'INVALID_CREDENTIALS') return 'invalid_credentials'
+  if (error instanceof ServiceError && error.code === 'EMAIL_NOT_VERIFIED') return 'email_not_verified'
   return error instanceof RateLimitedError ? 'busy' : 'unavailable'
 }
 
 const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { users, passwords, sessions, accessTokens, rateLimits, securityEvents, metrics } = fastify
+  const { users, passwords, sessions, accessTokens, rateLimits, securityEvents, metrics, accounts, config } = fastify
 
   fastify.post('/auth/signup', {
     config: { public: true, rateLimitPolicy: 'signup' },
@@ -43,10 +33,11 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'signup',
       summary: 'Create an account',
       description: 'The email is trimmed and lower-cased (and compared so: one account per address); the password ' +
-        '(8 to 256 characters) is hashed with argon2id and never returned. Then log in with `POST /auth/login`.',
+        '(8 to 256 characters) is hashed with argon2id and never returned. A link to verify the address is mailed to it ' +
+        '(`POST /auth/verify-email`). Then log in with `POST /auth/login`.',
       body: SignupBody,
       response: {
-        201: documented(UserResponse, { description: 'The account was created' }),
+        201: documented(NewUserResponse, { description: 'The account was created; a verification link is on its way' }),
         ...errorResponses('EMAIL_TAKEN', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
       }
     }
@@ -55,6 +46,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     const user = await users.create(email, await passwords.hash(password))
     if (user === undefined) throw new ServiceError('EMAIL_TAKEN')
     securityEvents.record({ type: 'signup', userId: user.id, ...clientOf(request) })
+    await accounts.signedUp(user.id)
     return reply.code(201).send(userResponseOf(user))
   })
 
@@ -67,11 +59,13 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       summary: 'Log in',
       description: 'Opens a session: answers a token pair and sets the refresh_token cookie. Send the `accessToken` as ' +
         '`Authorization: Bearer <accessToken>` (in Swagger UI: "Authorize"). A wrong email and a wrong password get the ' +
-        'same answer, in the same time. Attempts are limited per client address and per email (LOGIN_RATE_LIMIT).',
+        'same answer, in the same time. Attempts are limited per client address and per email (LOGIN_RATE_LIMIT). ' +
+        'With REQUIRE_VERIFIED_EMAIL=true, an account whose address is not verified yet gets `EMAIL_NOT_VERIFIED` ' +
+        '(only after a correct password).',
       body: Credentials,
       response: {
         200: documented(TokenPairResponse, { description: 'Logged in: a token pair, and the refresh_token cookie', headers: SET_REFRESH_COOKIE_HEADER }),
-        ...errorResponses('INVALID_CREDENTIALS', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
+        ...errorResponses('INVALID_CREDENTIALS', 'EMAIL_NOT_VERIFIED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
       }
     }
   }, async (request, reply) => {
@@ -88,6 +82,9 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         securityEvents.record({ type: 'login_failed', userId: user?.id ?? null, ...client })
         throw new ServiceError('INVALID_CREDENTIALS')
       }
+      // Only after a correct password: a 403 tells nothing to whoever does not know it.
+      if (config.requireVerifiedEmail && !user.emailVerified) throw new ServiceError('EMAIL_NOT_VERIFIED')
+      accounts.upgradeHash(user, password)
       const pair = await sessions.open(user, client)
       metrics.login('succeeded')
       return sendPair(reply, pair)
@@ -168,7 +165,8 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'changePassword',
       summary: 'Change my password',
       description: 'Verifies the current password, stores the new one (8 to 256 characters), and revokes every other ' +
-        'session of the user; this one stays signed in. A wrong current password answers `INVALID_CREDENTIALS`.',
+        'session of the user; this one stays signed in. A pending email change is cancelled, and the account is mailed ' +
+        'that its password changed. A wrong current password answers `INVALID_CREDENTIALS`.',
       body: PasswordChangeBody,
       response: {
         204: Type.Null({ description: 'Password changed; the other sessions are revoked' }),
@@ -183,7 +181,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       throw new ServiceError('INVALID_CREDENTIALS', 'The current password is wrong')
     }
     const passwordHash = await passwords.hash(request.body.newPassword)
-    await sessions.changeCredentials(user, { ...clientOf(request), sessionId: sid }, () => users.updatePassword(user.id, passwordHash))
+    await accounts.changePassword(user, { ...clientOf(request), sessionId: sid }, passwordHash)
     return reply.code(204).send(null)
   })
 

@@ -1,5 +1,6 @@
 import { Type, type Static } from 'typebox'
 import type { HeadersDocumentation } from '../plugins/shared/openapi.js'
+import { MAX_TOKEN_LENGTH } from '../src/access-token.js'
 import { SECURITY_EVENT_TYPES, type SecurityEvent, type SecurityEventType } from '../src/security-events.js'
 import type { UserProfile } from '../src/users.js'
 
@@ -39,7 +40,8 @@ export const SignupBody = Type.Object({ email: Email, password: NewPassword }, {
 export const RefreshTokenBody = Type.Object({
   refreshToken: Type.Optional(Type.String({
     minLength: 1,
-    maxLength: 512,
+    // As long as an access token may be: one sent here by mistake is refused as a refresh token (401), not as malformed.
+    maxLength: MAX_TOKEN_LENGTH,
     description: 'Omit (send `{}` or no body) to use the refresh_token cookie',
     examples: [EXAMPLE_REFRESH_TOKEN]
   }))
@@ -52,13 +54,61 @@ export const RefreshTokenBody = Type.Object({
 export const UserResponse = Type.Object({
   id: Type.String({ format: 'uuid', examples: [EXAMPLE_USER_ID] }),
   email: Type.String({ examples: [EXAMPLE_EMAIL] }),
+  emailVerified: Type.Boolean({ description: 'Whether the address was proven by a mailed link (or a password reset)' }),
+  createdAt: Type.String({ format: 'date-time', examples: ['2030-01-01T09:30:00.000Z'] })
+}, { examples: [{ id: EXAMPLE_USER_ID, email: EXAMPLE_EMAIL, emailVerified: true, createdAt: '2030-01-01T09:30:00.000Z' }] })
+
+/** A user as the API shows one: no secret, the creation time in ISO 8601. */
+export function userResponseOf ({ id, email, emailVerified, createdAt }: UserProfile): Static<typeof UserResponse> {
+  return { id, email, emailVerified, createdAt: createdAt.toISOString() }
+}
+
+/** A new user, as signup answers it: API.md's `{ id, email, createdAt }` (a new address is never verified yet). */
+export const NewUserResponse = Type.Object({
+  id: Type.String({ format: 'uuid', examples: [EXAMPLE_USER_ID] }),
+  email: Type.String({ examples: [EXAMPLE_EMAIL] }),
   createdAt: Type.String({ format: 'date-time', examples: ['2030-01-01T09:30:00.000Z'] })
 }, { examples: [{ id: EXAMPLE_USER_ID, email: EXAMPLE_EMAIL, createdAt: '2030-01-01T09:30:00.000Z' }] })
 
-/** A user as the API shows one: no secret, the creation time in ISO 8601. */
-export function userResponseOf ({ id, email, createdAt }: UserProfile): Static<typeof UserResponse> {
-  return { id, email, createdAt: createdAt.toISOString() }
-}
+/** Shortened in the examples: a real one is 43 characters. */
+const EXAMPLE_LINK_TOKEN = 'q2mX0b7yJwZc8rT5vN1hL4sK9pD3fG6eA0uI7oY2tRw'
+
+/** The token of a mailed link, from its `#token=` fragment. Anything that is not a live one is LINK_TOKEN_INVALID, malformed included. */
+const LinkToken = Type.String({
+  minLength: 1,
+  maxLength: 512,
+  description: 'The `token` of the link\'s fragment (`…#token=<token>`)',
+  examples: [EXAMPLE_LINK_TOKEN]
+})
+
+export const EmailBody = Type.Object({ email: Email }, { additionalProperties: false, examples: [{ email: EXAMPLE_EMAIL }] })
+
+export const OptionalEmailBody = Type.Object({ email: Type.Optional(Email) }, {
+  additionalProperties: false,
+  description: 'Without an access token, the email of the account; with one, `{}` (or no body)',
+  examples: [{ email: EXAMPLE_EMAIL }, {}]
+})
+
+export const PasswordResetBody = Type.Object({ token: LinkToken, newPassword: NewPassword }, {
+  additionalProperties: false,
+  examples: [{ token: EXAMPLE_LINK_TOKEN, newPassword: 'a longer and newer passphrase' }]
+})
+
+export const LinkTokenBody = Type.Object({ token: LinkToken }, { additionalProperties: false, examples: [{ token: EXAMPLE_LINK_TOKEN }] })
+
+export const EmailChangeBody = Type.Object({
+  newEmail: Email,
+  password: Type.String({ minLength: 1, maxLength: 256, description: 'The current password', examples: [EXAMPLE_PASSWORD] })
+}, { additionalProperties: false, examples: [{ newEmail: 'ada.lovelace@example.org', password: EXAMPLE_PASSWORD }] })
+
+export const PasswordBody = Type.Object({
+  password: Type.String({ minLength: 1, maxLength: 256, description: 'The current password', examples: [EXAMPLE_PASSWORD] })
+}, { additionalProperties: false, examples: [{ password: EXAMPLE_PASSWORD }] })
+
+/** The answer of a request that mails something, or would: the same whatever the account. */
+export const AcceptedResponse = Type.Object({ message: Type.String() }, {
+  examples: [{ message: 'If an account has this address, a link is on its way.' }]
+})
 
 export const PasswordChangeBody = Type.Object({
   currentPassword: Type.String({ minLength: 1, maxLength: 256, examples: [EXAMPLE_PASSWORD] }),

@@ -1,7 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import { ServiceError } from '../src/errors.js'
-import { UserResponse, userResponseOf } from './schemas.js'
+import { AcceptedResponse, EmailChangeBody, PasswordBody, UserResponse, userResponseOf } from './schemas.js'
 import { documented, errorResponses } from '../plugins/shared/openapi.js'
+import { normalizeEmailField } from '../plugins/shared/request-body.js'
+
+const ACCESS_ERRORS = ['ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED'] as const
+const BODY_ERRORS = ['VALIDATION_ERROR', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE'] as const
 
 const userRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/users/me', {
@@ -30,6 +35,48 @@ const userRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       if (user === undefined) throw new ServiceError('ACCESS_TOKEN_REVOKED')
       return userResponseOf(user)
     })
+  })
+
+  fastify.post('/users/me/email', {
+    config: { rateLimitPolicy: 'password' },
+    preValidation: normalizeEmailField,
+    schema: {
+      tags: ['users'],
+      operationId: 'changeEmail',
+      summary: 'Change my email address',
+      description: 'Needs the current password. Mails a link to the new address (valid EMAIL_VERIFICATION_TTL); the email ' +
+        'changes only when it is followed (`POST /auth/verify-email`), and then the old address is told. Until then ' +
+        'nothing changes. `EMAIL_TAKEN` when an account has the new address (checked again when the link is followed). ' +
+        'Attempts are limited like logins.',
+      body: EmailChangeBody,
+      response: {
+        202: documented(AcceptedResponse, { description: 'A link to confirm the new address is on its way' }),
+        ...errorResponses('INVALID_CREDENTIALS', 'EMAIL_TAKEN', ...ACCESS_ERRORS, ...BODY_ERRORS)
+      }
+    }
+  }, async (request, reply) => {
+    await fastify.accounts.requestEmailChange(request.auth!.sub, request.body.newEmail, request.body.password)
+    return reply.code(202).send({ message: 'A link to confirm the new address is on its way to it.' })
+  })
+
+  fastify.delete('/users/me', {
+    config: { rateLimitPolicy: 'password' },
+    schema: {
+      tags: ['users'],
+      operationId: 'deleteMe',
+      summary: 'Delete my account',
+      description: 'Needs the current password. Ends every session (access tokens are refused within a second), deletes ' +
+        'the account and its links; its security events keep the account id only. The email can sign up again. ' +
+        'Attempts are limited like logins.',
+      body: PasswordBody,
+      response: {
+        204: Type.Null({ description: 'The account is deleted' }),
+        ...errorResponses('INVALID_CREDENTIALS', ...ACCESS_ERRORS, ...BODY_ERRORS)
+      }
+    }
+  }, async (request, reply) => {
+    await fastify.accounts.deleteAccount(request.auth!.sub, request.body.password)
+    return reply.code(204).send(null)
   })
 }
 

@@ -21,6 +21,8 @@ export interface AccessTokenClaims {
   iss: string
   aud: string
   token_use: typeof TOKEN_USE
+  /** Whether the user's address was verified when the token was issued (API.md, "Tokens"). */
+  email_verified: boolean
 }
 
 /** Seconds an access token issued at `now` lives: `ttlSeconds`, cut short by `notAfter` (its session's end, ms). */
@@ -30,12 +32,14 @@ export function accessTokenLifetime (now: number, ttlSeconds: number, notAfter: 
 
 /** The claims of a new access token: it expires `ttlSeconds` after `now`, or at `notAfter` (its session's end, ms) if sooner. */
 export function accessTokenClaims (
-  { userId, sessionId, now, ttlSeconds, notAfter, issuer, audience }:
-  { userId: string, sessionId: string, now: number, ttlSeconds: number, notAfter: number, issuer: string, audience: string }
+  { userId, sessionId, emailVerified, now, ttlSeconds, notAfter, issuer, audience }:
+  { userId: string, sessionId: string, emailVerified: boolean, now: number, ttlSeconds: number, notAfter: number, issuer: string, audience: string }
 ): AccessTokenClaims {
   const iat = Math.floor(now / 1000)
   const exp = iat + accessTokenLifetime(now, ttlSeconds, notAfter)
-  return { sub: userId, sid: sessionId, jti: randomUUID(), iat, exp, iss: issuer, aud: audience, token_use: TOKEN_USE }
+  return {
+    sub: userId, sid: sessionId, jti: randomUUID(), iat, exp, iss: issuer, aud: audience, token_use: TOKEN_USE, email_verified: emailVerified
+  }
 }
 
 /** The token of an `Authorization: Bearer <token>` header. */

@@ -1,8 +1,9 @@
 import { AjvCompiler, type RouteDefinition } from '@fastify/ajv-compiler'
-import Fastify, { type FastifyInstance, type FastifySchemaCompiler, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifySchemaCompiler, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
+import accountsPlugin from '../plugins/accounts.js'
 import authPlugin from '../plugins/auth.js'
 import configPlugin from '../plugins/config.js'
 import cookiePlugin from '../plugins/cookie.js'
@@ -11,6 +12,7 @@ import databasePlugin from '../plugins/database.js'
 import drainPlugin from '../plugins/drain.js'
 import errorsPlugin, { clientErrorHandler } from '../plugins/errors.js'
 import jwtPlugin from '../plugins/jwt.js'
+import mailPlugin, { type MailPluginOptions } from '../plugins/mail.js'
 import metricsPlugin from '../plugins/metrics.js'
 import rateLimitPlugin, { type RateLimitSettings } from '../plugins/rate-limit.js'
 import passwordsPlugin from '../plugins/passwords.js'
@@ -24,6 +26,8 @@ import sessionsPlugin from '../plugins/sessions.js'
 import swaggerPlugin from '../plugins/swagger.js'
 import userFactsPlugin from '../plugins/user-facts.js'
 import underPressurePlugin, { type UnderPressureOptions } from '../plugins/under-pressure.js'
+import accountLinkRoutes from '../routes/account-links.js'
+import accountPageRoutes from '../routes/account-pages.js'
 import authRoutes from '../routes/auth.js'
 import eventRoutes from '../routes/events.js'
 import healthRoutes from '../routes/health.js'
@@ -34,6 +38,7 @@ import sessionRoutes from '../routes/sessions.js'
 import userRoutes from '../routes/users.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
+import { ServiceError } from './errors.js'
 import type { DatabaseHandle } from './database.js'
 import type { PasswordHasher } from './passwords.js'
 import type { SessionStore } from './session-store.js'
@@ -57,6 +62,8 @@ export interface AppOptions {
   underPressure?: UnderPressureOptions
   /** Overrides of how security events are batched (plugins/security-events.ts). */
   securityEvents?: SecurityEventsPluginOptions
+  /** Overrides of how mail is retried and throttled, and the TLS trust of its server (plugins/mail.ts). */
+  mail?: MailPluginOptions
 }
 
 /** Auth requests are small; anything larger is refused before it is read. */
@@ -134,7 +141,9 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
   await fastify.register(jwtPlugin, { verifiedTokensKept: options.verifiedTokensKept })
   await fastify.register(passwordsPlugin, { passwordHasher: options.passwordHasher })
   await fastify.register(securityEventsPlugin, options.securityEvents ?? {})
+  await fastify.register(mailPlugin, { redisKeyPrefix: options.redisKeyPrefix, ...options.mail })
   await fastify.register(sessionsPlugin)
+  await fastify.register(accountsPlugin)
   await fastify.register(corsPlugin)
   await fastify.register(authPlugin)
   await fastify.register(swaggerPlugin)
@@ -145,6 +154,8 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
     await cookieRoutes.register(authRoutes)
     await cookieRoutes.register(sessionRoutes)
   })
+  await fastify.register(accountLinkRoutes)
+  await fastify.register(accountPageRoutes)
   await fastify.register(userRoutes)
   await fastify.register(eventRoutes)
   await fastify.register(keyRoutes)
@@ -172,7 +183,13 @@ export async function buildApp (options: AppOptions): Promise<FastifyInstance> {
     return503OnClosing: false,
     // A request must arrive whole within 30 s: slow senders cannot hold connections open (slowloris).
     requestTimeout: 30_000,
-    clientErrorHandler
+    clientErrorHandler,
+    // A URL Fastify cannot decode (`/%E0%A4%A`) is answered in API.md's shape, not with Fastify's own code.
+    frameworkErrors: (error, _request, reply: unknown) => {
+      const refusal = new ServiceError('VALIDATION_ERROR', error.code === 'FST_ERR_BAD_URL' ? 'The URL is malformed' : undefined)
+      const answer = reply as FastifyReply
+      answer.code(refusal.statusCode).send(refusal.toJSON())
+    }
   }
   const fastify = Fastify(serverOptions).withTypeProvider<TypeBoxTypeProvider>()
   await fastify.register(appPlugin, options)

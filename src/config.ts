@@ -50,6 +50,19 @@ export interface Config {
   metricsToken: string | undefined
   /** Seconds security events are kept. */
   auditRetention: number
+  /** The service's own external base URL, where its built-in account pages are (no trailing slash). */
+  publicUrl: string
+  /** Where emailed links point instead of the built-in pages (no trailing slash); unset, they open the built-in ones. */
+  appUrl: string | undefined
+  /** Mail goes out through this SMTP server; unset, it is written to DATA_DIR/outbox/. */
+  smtpUrl: string | undefined
+  mailFrom: string
+  /** Login answers EMAIL_NOT_VERIFIED until the address is verified. */
+  requireVerifiedEmail: boolean
+  /** Seconds a password-reset link works. */
+  passwordResetTtl: number
+  /** Seconds an email-verification (or email-change) link works. */
+  emailVerificationTtl: number
   logLevel: LogLevel
 }
 
@@ -117,6 +130,7 @@ export function loadConfig (env: Env = process.env): Config {
   }
 
   const production = read('NODE_ENV') === 'production'
+  const host = read('HOST') ?? '127.0.0.1'
 
   const portText = read('PORT') ?? '3000'
   const port = Number(portText)
@@ -165,7 +179,7 @@ export function loadConfig (env: Env = process.env): Config {
   }
 
   return {
-    host: read('HOST') ?? '127.0.0.1',
+    host,
     port,
     dataDir: read('DATA_DIR') ?? './data',
     production,
@@ -201,8 +215,50 @@ export function loadConfig (env: Env = process.env): Config {
     introspectionSecret,
     metricsToken,
     auditRetention: duration('AUDIT_RETENTION', '90d'),
+    publicUrl: baseUrl('PUBLIC_URL', url('PUBLIC_URL', ['http:', 'https:']) ?? defaultPublicUrl(host, port)),
+    appUrl: optionalBaseUrl('APP_URL', url('APP_URL', ['http:', 'https:'])),
+    smtpUrl: url('SMTP_URL', ['smtp:', 'smtps:']),
+    mailFrom: mailbox('MAIL_FROM', read('MAIL_FROM') ?? 'Auth service <no-reply@localhost>'),
+    requireVerifiedEmail: boolean('REQUIRE_VERIFIED_EMAIL', false),
+    passwordResetTtl: duration('PASSWORD_RESET_TTL', '30m'),
+    emailVerificationTtl: duration('EMAIL_VERIFICATION_TTL', '24h'),
     logLevel: logLevel as LogLevel
   }
+}
+
+/**
+ * A base URL that links are built on: no query or fragment (a link appends its
+ * own path and `#token=`), and no trailing slash.
+ */
+function baseUrl (name: string, value: string): string {
+  const parsed = new URL(value)
+  // A lone `?` or `#` leaves search and hash empty: the text itself is checked.
+  if (/[?#]/.test(value) || parsed.username !== '' || parsed.password !== '') {
+    throw new ConfigError(name, 'expected a base URL such as https://auth.example.com, with no query, fragment or credentials')
+  }
+  return parsed.href.replace(/\/+$/, '')
+}
+
+/** PUBLIC_URL's default, where the service listens: `http://HOST:PORT` (an IPv6 address in brackets). */
+function defaultPublicUrl (host: string, port: number): string {
+  const bracketed = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host
+  try {
+    return new URL(`http://${bracketed}:${port}`).href
+  } catch {
+    throw new ConfigError('HOST', `expected a host name or address, got "${host}"`)
+  }
+}
+
+function optionalBaseUrl (name: string, value: string | undefined): string | undefined {
+  return value === undefined ? undefined : baseUrl(name, value)
+}
+
+/** A sender as mail headers write it: `Name <address>` or a bare address, on one line. */
+function mailbox (name: string, value: string): string {
+  if (/[\r\n]/.test(value) || !/^(?:[^<>@]*<[^\s<>@]+@[^\s<>@]+>|[^\s<>@]+@[^\s<>@]+)$/.test(value)) {
+    throw new ConfigError(name, `expected an address such as "Auth service <no-reply@example.com>", got "${value}"`)
+  }
+  return value
 }
 
 /** Environment files often carry PEM newlines as literal `\n`. */

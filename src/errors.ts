@@ -6,6 +6,7 @@ import { STATUS_CODES } from 'node:http'
  */
 const CATALOGUE = {
   VALIDATION_ERROR: [400, 'The request does not match the expected schema'],
+  LINK_TOKEN_INVALID: [400, 'This link is invalid, already used, replaced by a newer one or expired: ask for a new one'],
   ACCESS_TOKEN_MISSING: [401, 'An access token is required: send Authorization: Bearer <token>'],
   ACCESS_TOKEN_EXPIRED: [401, 'The access token has expired: call /auth/refresh for a new one'],
   ACCESS_TOKEN_INVALID: [401, 'The access token is invalid'],
@@ -16,6 +17,7 @@ const CATALOGUE = {
   REFRESH_TOKEN_REVOKED: [401, 'The session of this refresh token has been revoked'],
   REFRESH_TOKEN_REUSED: [401, 'This refresh token was already used: the session has been revoked'],
   INVALID_CREDENTIALS: [401, 'Wrong email or password'],
+  EMAIL_NOT_VERIFIED: [403, 'Verify your email address first: follow the link mailed to you (POST /auth/verify-email/request sends a new one)'],
   NOT_FOUND: [404, 'Not found'],
   EMAIL_TAKEN: [409, 'An account with this email already exists'],
   PAYLOAD_TOO_LARGE: [413, 'The request body is too large'],

@@ -1,10 +1,11 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client'
+import { MAIL_KINDS, type MailKind } from './mail-templates.js'
 import type { RevocationKind } from './revocation-list.js'
 import { SECURITY_EVENT_TYPES, type SecurityEventType } from './security-events.js'
 import type { StoreTiming } from './store-timing.js'
 
 /** How a login attempt ended (rate-limited attempts never reach the check: they show as 429s of the route). */
-const LOGIN_OUTCOMES = ['succeeded', 'invalid_credentials', 'busy', 'unavailable'] as const
+const LOGIN_OUTCOMES = ['succeeded', 'invalid_credentials', 'email_not_verified', 'busy', 'unavailable'] as const
 export type LoginOutcome = typeof LOGIN_OUTCOMES[number]
 
 /** How a refresh ended: `rotated` (a new refresh token), `refreshed` (rotation off), `grace` (a token rotated moments ago), or why it failed. */
@@ -12,6 +13,10 @@ const REFRESH_OUTCOMES = ['rotated', 'refreshed', 'grace', 'reused', 'expired', 
 export type RefreshOutcomeLabel = typeof REFRESH_OUTCOMES[number]
 
 const REVOCATION_KINDS: RevocationKind[] = ['session', 'user', 'user_changed']
+
+/** What became of a mail: `sent`, `throttled` (its recipient had too many links this hour), `failed` (given up); `retried` counts failed attempts that will be tried again. */
+const MAIL_OUTCOMES = ['sent', 'failed', 'throttled', 'retried'] as const
+export type MailOutcome = typeof MAIL_OUTCOMES[number]
 
 export type StoreName = 'postgres' | 'redis' | 'memory'
 
@@ -23,6 +28,8 @@ export interface MetricSources {
   revocationFeedConnected?: () => boolean
   /** Security events recorded and not yet written. */
   securityEventsPending?: () => number
+  /** Mails queued, being sent or waiting for a retry. */
+  mailPending?: () => number
 }
 
 /**
@@ -146,6 +153,7 @@ export class ServiceMetrics {
   readonly #events: Counter<'type'>
   readonly #eventWriteFailures: Counter
   readonly #eventsDropped: Counter
+  readonly #mails: Counter<'kind' | 'outcome'>
   #sources: MetricSources = {}
 
   constructor () {
@@ -203,6 +211,13 @@ export class ServiceMetrics {
       help: 'Security events recorded and not yet written to the database',
       collect () { this.set(sources().securityEventsPending?.() ?? 0) }
     }))
+    this.#mails = new Counter({ name: 'auth_mails_total', help: 'Mails by kind and outcome (retried: a failed attempt that will be tried again)', labelNames: ['kind', 'outcome'], registers })
+    own.registerMetric(new Gauge({
+      registers: [],
+      name: 'auth_mail_pending',
+      help: 'Mails queued, being sent or waiting for a retry (lost if the process dies; graceful shutdown tries each once more)',
+      collect () { this.set(sources().mailPending?.() ?? 0) }
+    }))
     this.#startAtZero()
     this.registry = Registry.merge([processMetrics(), own])
   }
@@ -219,6 +234,9 @@ export class ServiceMetrics {
       for (const kind of REVOCATION_KINDS) this.#revocations.inc({ direction, kind }, 0)
     }
     for (const type of SECURITY_EVENT_TYPES) this.#events.inc({ type }, 0)
+    for (const kind of MAIL_KINDS) {
+      for (const outcome of MAIL_OUTCOMES) this.#mails.inc({ kind, outcome }, 0)
+    }
   }
 
   /** Tells the gauges where to read from; each plugin adds what it owns. */
@@ -272,6 +290,10 @@ export class ServiceMetrics {
 
   securityEventsDropped (count: number): void {
     this.#eventsDropped.inc(count)
+  }
+
+  mail (kind: MailKind, outcome: MailOutcome): void {
+    this.#mails.inc({ kind, outcome })
   }
 
   /** The Prometheus text exposition of every metric. */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
-import type { Options } from '@node-rs/argon2'
+import { parseOptions, type Options } from '@node-rs/argon2'
 import { Piscina } from 'piscina'
 import { ServiceError } from './errors.js'
 import type { PasswordTask, PasswordTaskResult } from './password-worker.js'
@@ -24,6 +24,8 @@ export interface PasswordHasher {
   verify(passwordHash: string, password: string): Promise<boolean>
   /** Does the work of a failed verification (against a decoy hash), for accounts that do not exist; always false. */
   verifyAgainstDecoy(password: string): Promise<false>
+  /** Whether a stored hash was made with other parameters (or another algorithm) than the ones hashes are made with now. */
+  needsRehash(passwordHash: string): boolean
   /** Stops the hashing threads; a hash asked for afterwards starts them again. */
   stopThreads(): Promise<void>
   /** Hashes and checks waiting for a thread now. */
@@ -60,6 +62,32 @@ export interface PasswordHasherOptions extends Partial<HashingLimits> {
    * Piscina already knows.
    */
   onThreadMessage?: (message: unknown) => void
+}
+
+/**
+ * What @node-rs/argon2 hashes with when an option is not given (its
+ * Algorithm.Argon2id, Version.V0x13, and OWASP's numbers), as parseOptions
+ * reads them back from a hash.
+ */
+const ARGON2_DEFAULTS = { algorithm: 2, version: 1, memoryCost: 19456, timeCost: 2, parallelism: 1, outputLen: 32 }
+
+/**
+ * Whether `passwordHash` differs from what hashing with `options` makes now:
+ * another variant, version, memory, passes, lanes or output length (read by
+ * @node-rs/argon2's parseOptions). A hash that cannot be read is left alone
+ * (its verification fails anyway).
+ */
+export function hashNeedsUpgrade (passwordHash: string, options: Options): boolean {
+  let stored: ReturnType<typeof parseOptions>
+  try {
+    stored = parseOptions(passwordHash)
+  } catch {
+    return false
+  }
+  const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined))
+  const wanted: Record<string, unknown> = { ...ARGON2_DEFAULTS, ...given }
+  return (['algorithm', 'version', 'memoryCost', 'timeCost', 'parallelism', 'outputLen'] as const)
+    .some((name) => stored[name] !== wanted[name])
 }
 
 /** As many hashes at once as cores (more only slow each other and the event loop down), 32 waiting per thread. */
@@ -194,6 +222,7 @@ export function createPasswordHasher (options: Options = OWASP_ARGON2ID, limits:
       return verify(passwordHash, normalized)
     },
     verifyAgainstDecoy,
+    needsRehash: (passwordHash) => hashNeedsUpgrade(passwordHash, params),
     async stopThreads () {
       await threads.destroy()
     },

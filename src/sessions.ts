@@ -55,8 +55,10 @@ export interface SessionServiceDeps {
   events: SecurityEventRecorder
   /** Told how each refresh ended. */
   refreshed?: (outcome: RefreshOutcomeLabel) => void
+  /** Told when a spent refresh token came back and its session was revoked (the account is mailed). */
+  reuseDetected?: (userId: string, client: ClientInfo) => void
   /** Signs an access token for the session, expiring after `policy.accessTokenTtl` but never after `notAfter` (ms). */
-  issueAccessToken(userId: string, sessionId: string, notAfter: number): string
+  issueAccessToken(userId: string, sessionId: string, notAfter: number, facts: { emailVerified: boolean }): string
 }
 
 /** A user as a login opens a session for them: the credential version their password was checked under. */
@@ -128,7 +130,7 @@ export class SessionService {
     const ended = await store.trim(user.id, sessionId, now, policy.maxSessionsPerUser)
     await Promise.all(ended.map((id) => this.deps.revocations.revokeSession(id)))
     this.deps.events.record({ type: 'login', userId: user.id, sessionId, ...client })
-    return this.#pair(user.id, sessionId, refreshTokenOf(familyId, 0, idleExpiresAt, secret), idleExpiresAt, now)
+    return this.#pair(user.id, sessionId, refreshTokenOf(familyId, 0, idleExpiresAt, secret), idleExpiresAt, now, current)
   }
 
   async refresh (refreshToken: string, client: ClientInfo, log: SecurityLog): Promise<TokenPair> {
@@ -181,7 +183,7 @@ export class SessionService {
         }
         const token = secret === undefined ? refreshToken : refreshTokenOf(familyId, outcome.generation, sessionExpiresAt, secret)
         return {
-          pair: this.#pair(outcome.userId, sessionId, token, sessionExpiresAt, now),
+          pair: this.#pair(outcome.userId, sessionId, token, sessionExpiresAt, now, user),
           outcome: outcome.result === 'grace' ? 'grace' : successor === undefined ? 'refreshed' : 'rotated'
         }
       }
@@ -190,6 +192,7 @@ export class SessionService {
         await this.deps.revocations.revokeSession(sessionId)
         log.warn({ event: 'refresh_token_reused', userId: outcome.userId, sessionId, ip: client.ip },
           'a spent refresh token was presented again: session revoked')
+        this.deps.reuseDetected?.(outcome.userId, client)
         throw new ServiceError('REFRESH_TOKEN_REUSED')
       case 'ip-mismatch':
         log.warn({ event: 'refresh_from_other_address', userId: outcome.userId, sessionId, ip: client.ip },
@@ -279,6 +282,26 @@ export class SessionService {
   }
 
   /**
+   * Ends every session of the user for a change that `change` makes (a
+   * password reset raises the credential version, a deletion removes the
+   * user): their refresh tokens at once, their access tokens within a second
+   * on every instance, and a login in flight meanwhile too (SessionService.open
+   * re-reads the user after opening its session). Every instance re-reads the
+   * user. `change` runs first: when it throws, nothing is revoked.
+   */
+  async endAllSessions<T> (userId: string, change: () => Promise<T>): Promise<T> {
+    const result = await change()
+    await this.deps.revocations.userChanged(userId)
+    await this.#revokeAll(userId)
+    return result
+  }
+
+  /** Tells every instance to re-read the user (a verified or changed address): cached facts and profiles are stale. */
+  async userChanged (userId: string): Promise<void> {
+    await this.deps.revocations.userChanged(userId)
+  }
+
+  /**
    * Revokes a live session (with `presented`, only if it issued that
    * generation) and tells every instance; answers its user, or undefined
    * when there was no such live session.
@@ -289,10 +312,10 @@ export class SessionService {
     return userId
   }
 
-  #pair (userId: string, sessionId: string, refreshToken: string, sessionExpiresAt: number, now: number): TokenPair {
+  #pair (userId: string, sessionId: string, refreshToken: string, sessionExpiresAt: number, now: number, user: UserFacts): TokenPair {
     const { policy } = this.deps
     return {
-      accessToken: this.deps.issueAccessToken(userId, sessionId, sessionExpiresAt),
+      accessToken: this.deps.issueAccessToken(userId, sessionId, sessionExpiresAt, { emailVerified: user.emailVerified }),
       refreshToken,
       tokenType: 'Bearer',
       expiresIn: accessTokenLifetime(now, policy.accessTokenTtl, sessionExpiresAt),

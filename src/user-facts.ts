@@ -1,8 +1,9 @@
 import { LRUCache } from 'lru-cache'
 
-/** What a refresh must know of its user besides the session: whether a credential change has ended it. */
+/** What a refresh must know of its user besides the session: whether a credential change has ended it, and what its access token says. */
 export interface UserFacts {
   credentialVersion: number
+  emailVerified: boolean
 }
 
 /** Users whose facts are remembered per instance. */

@@ -1,4 +1,4 @@
-import { eq, sql } from 'drizzle-orm'
+import { and, eq, sql } from 'drizzle-orm'
 import { LRUCache } from 'lru-cache'
 import { users, type UserRow } from '../drizzle/schema.js'
 import type { Database } from './database.js'
@@ -10,11 +10,13 @@ export interface User {
   passwordHash: string
   /** Raised by every credential change: sessions opened under an older one are over. */
   credentialVersion: number
+  /** The address was proven by a mailed link (or a completed password reset). */
+  emailVerified: boolean
   createdAt: Date
 }
 
 /** What the user may see of their own account: no secret. */
-export type UserProfile = Pick<User, 'id' | 'email' | 'createdAt'>
+export type UserProfile = Pick<User, 'id' | 'email' | 'emailVerified' | 'createdAt'>
 
 /** Profiles remembered, so /users/me stays off the database on the hot path. */
 const PROFILES_KEPT = 10_000
@@ -46,10 +48,9 @@ export interface UserRepositoryOptions {
 /** Users in PostgreSQL. A failure of the database surfaces as STORE_UNAVAILABLE. */
 export class UserRepository {
   /*
-   * Bounded, and correct on every instance without invalidation messages: a
-   * profile's fields (id, email, creation time) never change once written, and
-   * users are never deleted. A row change (the password) drops the local entry
-   * anyway, so a future mutable field starts from a correct base.
+   * Bounded. A profile changes (email, verification) and a user can be
+   * deleted: this instance drops its entry when it makes the change, and
+   * every other one when the revocation feed tells it (forgetUser).
    */
   readonly #profiles: LRUCache<string, UserProfile>
   /** By normalized email; only accounts that exist (a signup adds nothing to forget). */
@@ -59,6 +60,12 @@ export class UserRepository {
   readonly #byId
 
   readonly #timing: StoreTiming | undefined
+  /**
+   * Raised by every forget: a read that started before one may have seen the
+   * row as it was, and is answered but not remembered (it would put back
+   * what was just forgotten).
+   */
+  #forgets = 0
 
   constructor (private readonly db: Database, options: UserRepositoryOptions = {}) {
     this.#timing = options.timing
@@ -72,10 +79,11 @@ export class UserRepository {
   async findProfile (id: string): Promise<UserProfile | undefined> {
     const cached = this.#profiles.get(id)
     if (cached !== undefined) return cached
+    const forgets = this.#forgets
     const user = await this.findById(id)
     if (user === undefined) return undefined
-    const profile = { id: user.id, email: user.email, createdAt: user.createdAt }
-    this.#profiles.set(id, profile)
+    const profile = { id: user.id, email: user.email, emailVerified: user.emailVerified, createdAt: user.createdAt }
+    if (forgets === this.#forgets) this.#profiles.set(id, profile)
     return profile
   }
 
@@ -101,28 +109,112 @@ export class UserRepository {
     const normalized = normalizeEmail(email)
     const remembered = this.#credentials?.get(normalized)
     if (remembered !== undefined) return remembered
+    const forgets = this.#forgets
     const rows = await this.#query('userByEmail', () => this.#byEmail.execute({ email: normalized }))
     if (rows[0] === undefined) return undefined
     const user = toUser(rows[0])
-    this.#credentials?.set(normalized, user)
+    if (forgets === this.#forgets) this.#credentials?.set(normalized, user)
     return user
   }
 
-  /** Stores a new password hash and raises the credential version; answers the new version (undefined: no such user). */
-  async updatePassword (id: string, passwordHash: string): Promise<number | undefined> {
+  /**
+   * Stores a new password hash and raises the credential version; answers the
+   * new version (undefined: no such user). `verifyEmail`: the change proves the
+   * address too (a reset through a link mailed to it).
+   */
+  async updatePassword (id: string, passwordHash: string, { verifyEmail = false } = {}): Promise<number | undefined> {
     const rows = await this.#query('updatePassword', () => this.db.update(users)
-      .set({ passwordHash, credentialVersion: sql`${users.credentialVersion} + 1`, updatedAt: new Date() })
+      .set({
+        passwordHash,
+        credentialVersion: sql`${users.credentialVersion} + 1`,
+        ...(verifyEmail ? { emailVerified: true } : {}),
+        updatedAt: new Date()
+      })
       .where(eq(users.id, id))
       .returning({ credentialVersion: users.credentialVersion }))
-    // Once the row has changed: a lookup that read the old row before the update has
-    // remembered it by now (the embedded database answers in order), and is forgotten too.
+    this.forgetUser(id)
+    return rows[0]?.credentialVersion
+  }
+
+  /**
+   * Replaces a hash made with older parameters by one of the same password
+   * made with the current ones, unless the password changed meanwhile (the
+   * stored hash is no longer `previousHash`): no credential change, no
+   * session ends. Answers whether it was replaced.
+   */
+  async rehashPassword (id: string, previousHash: string, passwordHash: string): Promise<boolean> {
+    const rows = await this.#query('rehashPassword', () => this.db.update(users)
+      .set({ passwordHash, updatedAt: new Date() })
+      .where(and(eq(users.id, id), eq(users.passwordHash, previousHash)))
+      .returning({ id: users.id }))
+    this.forgetUser(id)
+    return rows.length > 0
+  }
+
+  /** Marks the address verified, if it is still `email`; answers whether the account has it (verified now or before). */
+  async markEmailVerified (id: string, email: string): Promise<boolean> {
+    const rows = await this.#query('markEmailVerified', () => this.db.update(users)
+      .set({ emailVerified: true, updatedAt: new Date() })
+      .where(and(eq(users.id, id), eq(users.email, email)))
+      .returning({ id: users.id }))
+    this.forgetUser(id)
+    return rows.length > 0
+  }
+
+  /**
+   * Moves the account to a new (verified) address. Answers the old address,
+   * undefined when there is no such user, or 'taken' when another account has
+   * the new one (the unique index decides, so racing changes and signups
+   * cannot both win).
+   */
+  async changeEmail (id: string, newEmail: string): Promise<{ previousEmail: string } | 'taken' | undefined> {
+    const email = normalizeEmail(newEmail)
+    const result = await this.#query('changeEmail', async () => {
+      try {
+        // node-postgres and PGlite both answer a raw statement with its `rows`.
+        const answer = await this.db.execute(sql`
+          update ${users} set email = ${email}, email_verified = true, updated_at = now()
+          from (select id, email from ${users} where id = ${id} for update) as previous
+          where ${users.id} = previous.id
+          returning previous.email as "previousEmail"`) as unknown as { rows: Array<{ previousEmail: string }> }
+        return answer.rows
+      } catch (error) {
+        // Not a store failure: the answer.
+        if (isUniqueViolation(error)) return 'taken' as const
+        throw error
+      }
+    })
+    this.forgetUser(id)
+    return result === 'taken' ? result : result[0]
+  }
+
+  /** Deletes the account (its links go with it); answers whether it existed. */
+  async delete (id: string): Promise<boolean> {
+    const rows = await this.#query('deleteUser', () => this.db.delete(users).where(eq(users.id, id)).returning({ id: users.id }))
+    this.forgetUser(id)
+    return rows.length > 0
+  }
+
+  /**
+   * Drops what this instance remembers of the user: after it changes the row,
+   * and when another instance says it did. A lookup still under way then is
+   * not remembered when it answers (#forgets).
+   */
+  forgetUser (id: string): void {
+    this.#forgets++
     this.#forgetCredentials(id)
     this.#profiles.delete(id)
-    return rows[0]?.credentialVersion
   }
 
   get cachedCredentials (): number {
     return this.#credentials?.size ?? 0
+  }
+
+  /** Drops everything remembered: changes may have been missed (the revocation feed reconnected). */
+  forgetAll (): void {
+    this.#forgets++
+    this.#credentials?.clear()
+    this.#profiles.clear()
   }
 
   #forgetCredentials (id: string): void {
@@ -143,5 +235,14 @@ export class UserRepository {
 }
 
 function toUser (row: UserRow): User {
-  return { id: row.id, email: row.email, passwordHash: row.passwordHash, credentialVersion: row.credentialVersion, createdAt: row.createdAt }
+  const { id, email, passwordHash, credentialVersion, emailVerified, createdAt } = row
+  return { id, email, passwordHash, credentialVersion, emailVerified, createdAt }
+}
+
+/** PostgreSQL's unique_violation, as node-postgres and PGlite report it (possibly wrapped by drizzle as the cause). */
+function isUniqueViolation (error: unknown): boolean {
+  for (let current = error; typeof current === 'object' && current !== null; current = (current as { cause?: unknown }).cause) {
+    if ((current as { code?: unknown }).code === '23505') return true
+  }
+  return false
 }

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os'
 import { join, posix } from 'node:path'
 import t, { type Test } from 'tap'
 import { parse, stringify } from 'yaml'
-import type { LoginOutcome, RefreshOutcomeLabel, ServiceMetrics, StoreName } from '../src/metrics.js'
+import { MAIL_KINDS } from '../src/mail-templates.js'
+import type { LoginOutcome, MailOutcome, RefreshOutcomeLabel, ServiceMetrics, StoreName } from '../src/metrics.js'
 import { projectRoot } from '../src/paths.js'
 import type { RevocationKind } from '../src/revocation-list.js'
 import { SECURITY_EVENT_TYPES } from '../src/security-events.js'
@@ -30,7 +31,8 @@ const DATASOURCE_VARIABLE = '${datasource}' // eslint-disable-line no-template-c
 
 // Every value of each label, as the types of src/metrics.ts define them: a Record
 // must name each member of its key type, and nothing else, or this file stops compiling.
-const LOGIN_OUTCOMES: Record<LoginOutcome, true> = { succeeded: true, invalid_credentials: true, busy: true, unavailable: true }
+const LOGIN_OUTCOMES: Record<LoginOutcome, true> = { succeeded: true, invalid_credentials: true, email_not_verified: true, busy: true, unavailable: true }
+const MAIL_OUTCOMES: Record<MailOutcome, true> = { sent: true, failed: true, throttled: true, retried: true }
 const REFRESH_OUTCOMES: Record<RefreshOutcomeLabel, true> = {
   rotated: true, refreshed: true, grace: true, reused: true, expired: true, invalid: true, revoked: true, unavailable: true
 }
@@ -43,6 +45,7 @@ const keys = (record: Record<string, true>): string[] => Object.keys(record)
 const CHECKED_LABELS = new Set(['outcome', 'store', 'direction', 'kind', 'type'])
 const LABEL_VALUES: Record<string, Record<string, readonly string[]>> = {
   auth_logins_total: { outcome: keys(LOGIN_OUTCOMES) },
+  auth_mails_total: { kind: MAIL_KINDS, outcome: keys(MAIL_OUTCOMES) },
   auth_refreshes_total: { outcome: keys(REFRESH_OUTCOMES) },
   auth_revocations_total: { direction: keys(REVOCATION_DIRECTIONS), kind: keys(REVOCATION_KINDS) },
   auth_store_operation_duration_seconds: { store: keys(STORES) },

@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { STATUS_CODES } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { Redis } from 'ioredis'
 import pg from 'pg'
@@ -15,13 +16,17 @@ import type { AppOptions } from '../src/app.js'
 import type { Clock } from '../src/clock.js'
 import { loadConfig, type Config } from '../src/config.js'
 import type { DatabaseHandle } from '../src/database.js'
+import { MemorySessionStore } from '../src/memory-session-store.js'
 import { createPasswordHasher, type PasswordHasher } from '../src/passwords.js'
+import { SessionService, type SessionPolicy, type SessionServiceDeps } from '../src/sessions.js'
+import type { MailReaders, MailServer } from './fixtures/mail-server.js'
 
 /*
- * The one helper module of the suite: configuration, storage, apps, users,
- * cookies, the error shape, polling, and what a variant needs to run (each
- * variant that needs a real server skips, naming what is missing; the browser
- * suites' own check is in fixtures/chromium.ts).
+ * The one helper module of the suite: configuration, storage, apps (mailing
+ * to a test SMTP server too), session services, password hashers, users,
+ * requests, cookies, tokens, the error shape, logs, polling, and what a
+ * variant needs to run (each variant that needs a real server skips, naming
+ * what is missing; the browser suites' own check is in fixtures/chromium.ts).
  */
 
 /** Set by CI (.ci/run); without them the real-backend variants skip. */
@@ -185,10 +190,70 @@ export async function privateRedis (t: Test, port: number): Promise<ChildProcess
 /** Cheap argon2id parameters for tests that hash many passwords; the real ones are tested in test/src/passwords.test.ts. */
 export const fastPasswordHasher: PasswordHasher = createPasswordHasher({ memoryCost: 1024, timeCost: 1, parallelism: 1 })
 
+/** A point the code under test is held at: `reached` once it waits there, until `release()`. */
+export interface Pause {
+  reached: Promise<void>
+  release: () => void
+}
+
+/** A Pause, and the `wait()` the held code calls. */
+export function pausePoint (): Pause & { wait: () => Promise<void> } {
+  let entered!: () => void
+  let release!: () => void
+  const reached = new Promise<void>((resolve) => { entered = resolve })
+  const released = new Promise<void>((resolve) => { release = resolve })
+  return { reached, release, wait: async () => { entered(); await released } }
+}
+
+/** What instrumentedHasher adds to the hasher it wraps. */
+export interface InstrumentedHasher {
+  hasher: PasswordHasher
+  /** The calls made so far, of each kind. */
+  counts: { hash: number, verify: number, decoy: number }
+  /** Holds the next verification, once it has checked, until released: a login in flight at a moment the test chooses. */
+  pauseNextVerify (): Pause
+}
+
+/** `inner` (fastPasswordHasher unless given), counting each kind of call, with a verification it can hold. */
+export function instrumentedHasher (inner: PasswordHasher = fastPasswordHasher): InstrumentedHasher {
+  const counts = { hash: 0, verify: 0, decoy: 0 }
+  let armed: ReturnType<typeof pausePoint> | undefined
+  const hasher: PasswordHasher = {
+    async hash (password) {
+      counts.hash++
+      return await inner.hash(password)
+    },
+    async verify (passwordHash, password) {
+      counts.verify++
+      const valid = await inner.verify(passwordHash, password)
+      const pause = armed
+      armed = undefined
+      await pause?.wait()
+      return valid
+    },
+    async verifyAgainstDecoy (password) {
+      counts.decoy++
+      return await inner.verifyAgainstDecoy(password)
+    },
+    needsRehash: (passwordHash) => inner.needsRehash(passwordHash),
+    // `inner` is its owner's to stop: fastPasswordHasher serves every app of the file.
+    stopThreads: async () => {},
+    get queued () { return inner.queued },
+    observe: (listener) => inner.observe(listener)
+  }
+  return { hasher, counts, pauseNextVerify: () => (armed = pausePoint()) }
+}
+
 /** Limits no test reaches: for an app many tests share (all from 127.0.0.1) that is not about rate limits. */
 const UNREACHED = { max: 1_000_000, windowSeconds: 60 }
 export const NO_RATE_LIMITS: RateLimitSettings = {
-  loginPerAccount: UNREACHED, loginPerAddress: UNREACHED, signupPerAddress: UNREACHED, refreshPerAddress: UNREACHED, logoutNoopPerAddress: UNREACHED
+  loginPerAccount: UNREACHED,
+  loginPerAddress: UNREACHED,
+  signupPerAddress: UNREACHED,
+  refreshPerAddress: UNREACHED,
+  logoutNoopPerAddress: UNREACHED,
+  linkRequestPerAccount: UNREACHED,
+  linkPerAddress: UNREACHED
 }
 
 export interface TestAppOptions extends Partial<AppOptions> {
@@ -224,6 +289,32 @@ export async function buildTestApp (t: Test, options: TestAppOptions = {}): Prom
   return app
 }
 
+/** Holds the next session `app` stores, once stored, until released: a login in flight between opening its session and answering. */
+export function pauseNextSessionCreate (app: FastifyInstance): Pause {
+  const store = app.sessionStore
+  const create = store.create.bind(store)
+  const pause = pausePoint()
+  store.create = async (...args) => {
+    store.create = create
+    const created = await create(...args)
+    await pause.wait()
+    return created
+  }
+  return pause
+}
+
+/** A stream for an app's logger, and the lines written to it. */
+export function capturedLog (): { lines: string[], stream: Writable } {
+  const lines: string[] = []
+  const stream = new Writable({
+    write (chunk, _encoding, callback) {
+      lines.push(...String(chunk).split('\n').filter(Boolean))
+      callback()
+    }
+  })
+  return { lines, stream }
+}
+
 export interface Backend {
   name: string
   realDatabase: boolean
@@ -237,6 +328,69 @@ export const BACKENDS: Backend[] = [
   { name: 'embedded (PGlite, in-process sessions)', realDatabase: false, realRedis: false, skip: false },
   { name: 'real (PostgreSQL, Redis)', realDatabase: true, realRedis: true, skip: skipUnless({ postgres: true, redis: true }) }
 ]
+
+/** A backend's apps that send mail, and what they sent. */
+export interface MailingBackend extends MailReaders {
+  /** The SMTP server every app of the backend mails to. */
+  server: MailServer
+  /** SMTP_URL and the suite's own mail settings: the environment of an app configured by hand. */
+  mailEnv: Record<string, string>
+  /** An app of the backend mailing to `server`; no rate limit in reach unless `options` sets one. */
+  build (t: Test, options?: TestAppOptions): Promise<FastifyInstance>
+  /** The backend's default app, built once, for the tests that keep apart by their accounts. */
+  shared (): Promise<FastifyInstance>
+  /**
+   * Two instances on one PostgreSQL and one Redis (this test's key prefix), whatever the backend,
+   * each with a Redis connection of its own; `second` is added to the second's options.
+   */
+  twoInstances (t: Test, second?: TestAppOptions): Promise<[FastifyInstance, FastifyInstance]>
+}
+
+/** A real SMTP server for `backend`'s apps, which mail to it with `env` (PUBLIC_URL, MAIL_FROM); it closes when `t` ends. */
+export async function mailingBackend (t: Test, backend: Backend, env: Record<string, string>): Promise<MailingBackend> {
+  const { mailReaders, startMailServer } = await import('./fixtures/mail-server.js')
+  const server = await startMailServer(t)
+  const mailEnv = { SMTP_URL: server.url, ...env }
+  const build = (t: Test, options: TestAppOptions = {}): Promise<FastifyInstance> => buildTestApp(t, {
+    realDatabase: backend.realDatabase,
+    realRedis: backend.realRedis,
+    rateLimits: NO_RATE_LIMITS,
+    ...options,
+    env: { ...mailEnv, ...options.env }
+  })
+  let sharedApp: Promise<FastifyInstance> | undefined
+  async function twoInstances (t: Test, second: TestAppOptions = {}): Promise<[FastifyInstance, FastifyInstance]> {
+    const database = await testDatabase(t, { real: true })
+    const { prefix } = await testRedis(t)
+    // One DATA_DIR: both sign with the same development key, as instances share theirs.
+    const config = await testConfig(t, { ...mailEnv, REDIS_URL: TEST_REDIS_URL!, REDIS_KEY_PREFIX: prefix })
+    return await Promise.all([
+      buildTestApp(t, { config, database, rateLimits: NO_RATE_LIMITS }),
+      buildTestApp(t, { config, database, rateLimits: NO_RATE_LIMITS, ...second })
+    ])
+  }
+  return { server, mailEnv, build, shared: () => (sharedApp ??= build(t)), twoInstances, ...mailReaders(server) }
+}
+
+/** The session policy of the default configuration (src/config.ts). */
+export const DEFAULT_SESSION_POLICY: SessionPolicy = {
+  accessTokenTtl: 600,
+  refreshTokenTtl: 14 * 86_400,
+  sessionMaxAge: 90 * 86_400,
+  rotateRefreshTokens: true,
+  refreshReuseGrace: 10,
+  refreshBindIp: false,
+  maxSessionsPerUser: 100
+}
+
+/** SessionService with no HTTP in it, over an in-process store swept until the test ends; DEFAULT_SESSION_POLICY unless `deps` sets one. */
+export function inProcessSessionService (
+  t: Test, deps: Omit<SessionServiceDeps, 'store' | 'policy'> & { policy?: SessionPolicy }
+): { service: SessionService, store: MemorySessionStore } {
+  const store = new MemorySessionStore(deps.clock)
+  t.teardown(() => store.stopSweeping())
+  return { service: new SessionService({ policy: DEFAULT_SESSION_POLICY, ...deps, store }), store }
+}
 
 export const PASSWORD = 'correct horse battery'
 export const NEW_PASSWORD = 'a brand new passphrase'
@@ -278,6 +432,36 @@ export async function logIn (app: FastifyInstance, email: string, password = PAS
 export async function signUpAndLogIn (app: FastifyInstance, label = 'user'): Promise<SignedIn> {
   return logIn(app, await signUp(app, label))
 }
+
+// Requests answered as they come back, refusals included (logIn above wants a success).
+
+export function loginAttempt (app: FastifyInstance, email: string, password = PASSWORD): Promise<LightMyRequestResponse> {
+  return app.inject({ method: 'POST', url: '/auth/login', payload: { email, password } })
+}
+
+export function refresh (app: FastifyInstance, refreshToken: string, remoteAddress?: string): Promise<LightMyRequestResponse> {
+  return app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken }, ...(remoteAddress === undefined ? {} : { remoteAddress }) })
+}
+
+export function me (app: FastifyInstance, accessToken: string): Promise<LightMyRequestResponse> {
+  return app.inject({ method: 'GET', url: '/users/me', headers: bearer(accessToken) })
+}
+
+/** `token` as a client might send it, a string or anything else. */
+export function verifyEmail (app: FastifyInstance, token: unknown): Promise<LightMyRequestResponse> {
+  return app.inject({ method: 'POST', url: '/auth/verify-email', payload: { token } })
+}
+
+export const bearer = (accessToken: string): { authorization: string } => ({ authorization: `Bearer ${accessToken}` })
+
+/** The error `code` an answer carries. */
+export const codeOf = (response: LightMyRequestResponse): string | undefined => response.json().code
+
+/** An access token's claims, decoded and unchecked: what a client reads of it. */
+export const claimsOf = (accessToken: string): Record<string, unknown> =>
+  JSON.parse(Buffer.from(accessToken.split('.')[1]!, 'base64url').toString('utf8'))
+
+export const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 
 /** The refresh_token cookie's value set by a response, if any ('' when the response clears it). */
 export function refreshCookieOf (response: LightMyRequestResponse): string | undefined {
@@ -340,4 +524,30 @@ export function assertErrorShape (t: Test, response: LightMyRequestResponse, sta
   t.equal(response.statusCode, status, `${name}: status ${status}`)
   t.same(errorShapeProblems(response.statusCode, response.headers['content-type'] as string | undefined, response.body), [], `${name}: the error shape`)
   if (response.statusCode === status) t.equal(response.json().code, code, `${name}: code ${code}`)
+}
+
+/**
+ * Sends `redeem` any token at all (strings, binary, any JSON value; fast-check from `seed`): each must be
+ * refused as a link token or as a body, 400 LINK_TOKEN_INVALID or VALIDATION_ERROR.
+ */
+export async function assertAnyTokenRefused (t: Test, redeem: (token: unknown) => Promise<LightMyRequestResponse>, seed: number): Promise<void> {
+  const { default: fc } = await import('fast-check')
+  const problems: string[] = []
+  await fc.assert(fc.asyncProperty(fc.oneof(fc.string({ maxLength: 600 }), fc.string({ unit: 'binary', maxLength: 80 }), fc.anything()), async (candidate) => {
+    const response = await redeem(candidate)
+    const code = response.statusCode === 400 ? codeOf(response) : undefined
+    if (code !== 'LINK_TOKEN_INVALID' && code !== 'VALIDATION_ERROR') problems.push(`${JSON.stringify(candidate)}: ${response.statusCode} ${response.body}`)
+  }), { seed, numRuns: 60 })
+  t.strictSame(problems, [], 'random tokens: always 400 LINK_TOKEN_INVALID or VALIDATION_ERROR')
+}
+
+/** A login in flight while every session of its account ended: refused, or answered with a pair that no longer works. */
+export async function assertNoWorkingSession (t: Test, app: FastifyInstance, login: LightMyRequestResponse): Promise<void> {
+  if (login.statusCode !== 200) {
+    assertErrorShape(t, login, 401, 'INVALID_CREDENTIALS', 'the in-flight login is refused')
+    return
+  }
+  const pair = login.json()
+  assertErrorShape(t, await refresh(app, pair.refreshToken), 401, 'REFRESH_TOKEN_REVOKED', 'the in-flight login\'s refresh token')
+  assertErrorShape(t, await me(app, pair.accessToken), 401, 'ACCESS_TOKEN_REVOKED', 'the in-flight login\'s access token')
 }

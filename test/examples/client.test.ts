@@ -2,12 +2,15 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { AuthClient, AuthServiceError, LoginRequiredError } from '../../examples/client/src/auth-client.js'
 import { ServiceError } from '../../src/errors.js'
-import { FakeClock, PASSWORD, TEST_DATABASE_URL, buildTestApp, freshEmail } from '../helpers.js'
+import { linkOf, startMailServer, tokenOf, type MailServer, type ReceivedMail } from '../fixtures/mail-server.js'
+import { FakeClock, NEW_PASSWORD, PASSWORD, TEST_DATABASE_URL, buildTestApp, freshEmail } from '../helpers.js'
 
 /*
  * examples/client against the service running over real HTTP (an in-process
  * instance on a free port), as a Node application uses it: refresh token in
- * memory. Refresh requests are counted by the server itself. The browser
+ * memory. Refresh requests are counted by the server itself. The account
+ * calls run with real mail: the service sends through a real SMTP server
+ * (test/fixtures/mail-server.ts), and the tests take the links from it. The browser
  * flavour (refresh token in the HttpOnly cookie) is run in Chromium by
  * browser.test.ts.
  */
@@ -19,12 +22,21 @@ interface Running {
   clock: FakeClock
   /** Counts the requests the server receives for `path` from now on. */
   count: (path: string) => () => number
+  /** The SMTP server the service sends its mail through. */
+  mail: MailServer
+  /** Resolves once every mail the service has queued so far reached the server (or was given up). */
+  mailSent: () => Promise<void>
 }
 
 /** One instance for the whole file (each test has accounts of its own); on PostgreSQL when CI provides it, else PGlite. */
 async function service (t: Test): Promise<Running> {
   const clock = new FakeClock(Date.now())
-  const app = await buildTestApp(t, { clock, env: { ACCESS_TOKEN_TTL: `${ACCESS_TTL_MS / 1000}s` }, realDatabase: TEST_DATABASE_URL !== undefined })
+  const mail = await startMailServer(t)
+  const app = await buildTestApp(t, {
+    clock,
+    env: { ACCESS_TOKEN_TTL: `${ACCESS_TTL_MS / 1000}s`, SMTP_URL: mail.url },
+    realDatabase: TEST_DATABASE_URL !== undefined
+  })
   const counts = new Map<string, number>()
   app.server.on('request', (request) => {
     const path = new URL(request.url ?? '/', 'http://service').pathname
@@ -34,6 +46,8 @@ async function service (t: Test): Promise<Running> {
   return {
     url,
     clock,
+    mail,
+    mailSent: () => app.mail.flush(),
     count: (path) => {
       const start = counts.get(path) ?? 0
       return () => (counts.get(path) ?? 0) - start
@@ -269,4 +283,126 @@ t.test('no retry starts after the policy\'s window: a longer backoff ends the re
   running.clock.advance(ACCESS_TTL_MS + 1000)
   await t.rejects(client.me(), { code: 'STORE_UNAVAILABLE' })
   t.equal(faults.sent.length, 3, 'the first attempt and the two retries that fit')
+})
+
+// ---------------------------------------------------------------------------
+// Account recovery and changes, with the links taken from real mail
+
+/** The mails to `to` whose subject matches, once everything queued so far has been sent: the newest last. */
+async function mailsTo (to: string, subject: RegExp): Promise<ReceivedMail[]> {
+  await running.mailSent()
+  return running.mail.received.filter((mail) => mail.to.includes(to) && subject.test(mail.subject))
+}
+
+/** The token of the newest mail to `to` with a matching subject. */
+async function latestToken (to: string, subject: RegExp): Promise<string> {
+  const mails = await mailsTo(to, subject)
+  if (mails.length === 0) throw new Error(`no mail to ${to} matching ${subject}`)
+  return tokenOf(mails.at(-1)!)
+}
+
+const RESET = /reset your password/i
+const VERIFY = /verify your email/i
+const CONFIRM_CHANGE = /confirm your new email/i
+
+t.test('requestPasswordReset and resetPassword: the link from the mail sets the password, once', async (t) => {
+  const { client, address, loginRequired } = await signedIn(t, running)
+  await client.requestPasswordReset(` ${address.toUpperCase()} `)
+  const mail = await running.mail.waitFor(address, { subject: RESET })
+  t.match(new URL(linkOf(mail)), { pathname: '/account/reset-password', search: '' }, 'the built-in page (APP_URL is unset)')
+  t.match(new URL(linkOf(mail)).hash, /^#token=[\w-]{43}$/, 'the token in the fragment')
+
+  const nobody = freshEmail('client-nobody')
+  await client.requestPasswordReset(nobody)
+  t.same(await mailsTo(nobody, /./), [], 'an unknown email: the same answer, and no mail')
+
+  const stranger = new AuthClient({ baseUrl: running.url })
+  await stranger.resetPassword(tokenOf(mail), NEW_PASSWORD)
+  t.ok(await running.mail.waitFor(address, { subject: /password was reset/i }), 'the account is told')
+  await t.rejects(stranger.resetPassword(tokenOf(mail), 'yet another passphrase'),
+    { name: 'AuthServiceError', status: 400, code: 'LINK_TOKEN_INVALID' }, 'a link works once')
+  await t.rejects(stranger.resetPassword('not-a-token-at-all', NEW_PASSWORD), { code: 'LINK_TOKEN_INVALID' })
+
+  await t.rejects(new AuthClient({ baseUrl: running.url }).login(address, PASSWORD), { code: 'INVALID_CREDENTIALS' }, 'the old password is gone')
+  await new AuthClient({ baseUrl: running.url }).login(address, NEW_PASSWORD)
+
+  // The client that was signed in lost its session with the reset.
+  running.clock.advance(ACCESS_TTL_MS + 1000)
+  await t.rejects(client.me(), { name: 'LoginRequiredError', code: 'REFRESH_TOKEN_REVOKED' })
+  t.strictSame(loginRequired, ['REFRESH_TOKEN_REVOKED'])
+})
+
+t.test('resetPassword: a too-short password is refused before the link is spent', async (t) => {
+  const { address } = await signedIn(t, running)
+  const client = new AuthClient({ baseUrl: running.url })
+  await client.requestPasswordReset(address)
+  const token = await latestToken(address, RESET)
+  await t.rejects(client.resetPassword(token, 'short'), { name: 'AuthServiceError', status: 400, code: 'VALIDATION_ERROR' })
+  await client.resetPassword(token, NEW_PASSWORD)
+})
+
+t.test('verifyEmail with the signup\'s link; requestEmailVerification replaces it, signed in or by email', async (t) => {
+  const { client, address } = await signedIn(t, running)
+  t.equal((await client.me()).emailVerified, false, 'unverified after signup')
+  const first = tokenOf(await running.mail.waitFor(address, { subject: VERIFY }))
+
+  await client.requestEmailVerification()
+  t.equal((await mailsTo(address, VERIFY)).length, 2, 'signed in: a new link')
+  await new AuthClient({ baseUrl: running.url }).requestEmailVerification(address)
+  t.equal((await mailsTo(address, VERIFY)).length, 3, 'by email, without a session: another')
+  const latest = await latestToken(address, VERIFY)
+
+  await t.rejects(client.verifyEmail(first), { code: 'LINK_TOKEN_INVALID' }, 'the signup\'s link was replaced')
+  await client.verifyEmail(latest)
+  t.equal((await client.me()).emailVerified, true, 'verified')
+  await t.rejects(client.verifyEmail(latest), { code: 'LINK_TOKEN_INVALID' }, 'once')
+
+  await client.requestEmailVerification(address)
+  t.equal((await mailsTo(address, VERIFY)).length, 3, 'a verified address gets no more links')
+
+  await t.rejects(new AuthClient({ baseUrl: running.url }).requestEmailVerification(), { name: 'LoginRequiredError', code: 'REFRESH_TOKEN_MISSING' },
+    'without an email, a session is needed')
+})
+
+t.test('changeEmail: the link mailed to the new address moves the account; the old one is told', async (t) => {
+  const { client, address, loginRequired } = await signedIn(t, running)
+  const other = await signedIn(t, running)
+  const newEmail = freshEmail('client-moved')
+
+  await t.rejects(client.changeEmail(newEmail, 'not my password'), { name: 'AuthServiceError', status: 401, code: 'INVALID_CREDENTIALS' })
+  t.ok(client.signedIn, 'a wrong password does not end the session')
+  await t.rejects(client.changeEmail(other.address.toUpperCase(), PASSWORD), { status: 409, code: 'EMAIL_TAKEN' })
+
+  await client.changeEmail(newEmail, PASSWORD)
+  t.equal((await client.me()).email, address, 'nothing changes until the link is followed')
+  await client.verifyEmail(tokenOf(await running.mail.waitFor(newEmail, { subject: CONFIRM_CHANGE })))
+  t.match(await client.me(), { email: newEmail, emailVerified: true }, 'moved, and verified')
+  t.match((await running.mail.waitFor(address, { subject: /email address was changed/i })).text, newEmail, 'the old address is told')
+  await new AuthClient({ baseUrl: running.url }).login(newEmail, PASSWORD)
+  await t.rejects(new AuthClient({ baseUrl: running.url }).login(address, PASSWORD), { code: 'INVALID_CREDENTIALS' })
+  t.strictSame(loginRequired, [])
+})
+
+t.test('changeEmail: an address taken before the link is followed answers EMAIL_TAKEN, and the link is spent', async (t) => {
+  const { client, address } = await signedIn(t, running)
+  const newEmail = freshEmail('client-contested')
+  await client.changeEmail(newEmail, PASSWORD)
+  const token = tokenOf(await running.mail.waitFor(newEmail, { subject: CONFIRM_CHANGE }))
+  await new AuthClient({ baseUrl: running.url }).signup(newEmail, PASSWORD)
+  await t.rejects(client.verifyEmail(token), { name: 'AuthServiceError', status: 409, code: 'EMAIL_TAKEN' })
+  await t.rejects(client.verifyEmail(token), { code: 'LINK_TOKEN_INVALID' }, 'spent')
+  t.equal((await client.me()).email, address)
+})
+
+t.test('deleteAccount: with the password, the account and its session are gone and the email is free', async (t) => {
+  const { client, address, loginRequired } = await signedIn(t, running)
+  await t.rejects(client.deleteAccount('not my password'), { name: 'AuthServiceError', status: 401, code: 'INVALID_CREDENTIALS' })
+  t.equal((await client.me()).email, address, 'a wrong password deletes nothing')
+
+  await client.deleteAccount(PASSWORD)
+  t.notOk(client.signedIn, 'the tokens are forgotten')
+  t.strictSame(loginRequired, [], 'nobody is sent to the login page')
+  t.ok(await running.mail.waitFor(address, { subject: /account was deleted/i }), 'the address is told')
+  await t.rejects(new AuthClient({ baseUrl: running.url }).login(address, PASSWORD), { code: 'INVALID_CREDENTIALS' })
+  t.match(await new AuthClient({ baseUrl: running.url }).signup(address, PASSWORD), { email: address }, 'the email signs up again')
 })

@@ -59,7 +59,7 @@ for (const backend of BACKENDS) {
         ['unknown under /users', { method: 'GET', url: '/users/me/secrets' }],
         ['/users alone', { method: 'GET', url: '/users' }],
         ['unknown under /auth', { method: 'POST', url: '/auth/nothing', payload: {} }],
-        ['wrong method on a protected route', { method: 'DELETE', url: '/users/me' }],
+        ['wrong method on a protected route', { method: 'PUT', url: '/users/me' }],
         ['wrong method on a public route', { method: 'GET', url: '/auth/login' }],
         ['PUT signup', { method: 'PUT', url: '/auth/signup', payload: { email: freshEmail('errors'), password: PASSWORD } }],
         ['unknown with a garbage token', { method: 'GET', url: '/internal', headers: { authorization: 'Bearer garbage' } }],

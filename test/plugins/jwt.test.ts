@@ -73,7 +73,7 @@ for (const backend of BACKENDS) {
         const response = await me(app, `Bearer ${user.accessToken}`)
         t.equal(response.statusCode, 200)
         const body = response.json()
-        t.same(Object.keys(body).sort(), ['createdAt', 'email', 'id'])
+        t.same(Object.keys(body).sort(), ['createdAt', 'email', 'emailVerified', 'id'])
         t.equal(body.id, user.userId)
         t.equal(body.email, user.email)
         t.equal(new Date(body.createdAt).toISOString(), body.createdAt)

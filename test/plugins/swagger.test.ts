@@ -14,10 +14,12 @@ import { FakeClock, buildTestApp } from '../helpers.js'
  * on the storage, and each probe uses accounts of its own.
  */
 
-const TAGS = ['auth', 'sessions', 'users', 'keys', 'health']
+const TAGS = ['auth', 'sessions', 'users', 'account', 'keys', 'health']
 const INTROSPECTION_SECRET = 'introspection-secret-for-tests'
 const PUBLIC = new Set(['POST /auth/signup', 'POST /auth/login', 'POST /auth/refresh', 'POST /auth/logout', 'POST /auth/introspect',
-  'GET /health', 'GET /health/live', 'GET /metrics', 'GET /.well-known/jwks.json'])
+  'GET /health', 'GET /health/live', 'GET /metrics', 'GET /.well-known/jwks.json',
+  'POST /auth/password-reset/request', 'POST /auth/password-reset', 'POST /auth/verify-email/request', 'POST /auth/verify-email',
+  'GET /account/reset-password', 'GET /account/verify-email'])
 
 interface Media { schema?: unknown, example?: unknown, examples?: Record<string, { summary?: string, value: any }> }
 interface Operation {
@@ -242,6 +244,12 @@ t.test('/docs and the OpenAPI document: public, every route of API.md\'s table d
     ['GET', '/auth/sessions', '/auth/sessions', 'access'],
     ['DELETE', '/auth/sessions/:id', '/auth/sessions/{id}', 'access'],
     ['GET', '/users/me', '/users/me', 'access'],
+    ['POST', '/users/me/email', '/users/me/email', 'access'],
+    ['DELETE', '/users/me', '/users/me', 'access'],
+    ['POST', '/auth/password-reset/request', '/auth/password-reset/request', 'none'],
+    ['POST', '/auth/password-reset', '/auth/password-reset', 'none'],
+    ['POST', '/auth/verify-email/request', '/auth/verify-email/request', 'none'],
+    ['POST', '/auth/verify-email', '/auth/verify-email', 'none'],
     ['GET', '/.well-known/jwks.json', '/.well-known/jwks.json', 'none'],
     ['POST', '/auth/introspect', '/auth/introspect', 'none'],
     ['GET', '/health', '/health', 'none']

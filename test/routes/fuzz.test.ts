@@ -4,7 +4,8 @@ import fc from 'fast-check'
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import t from 'tap'
 import { normalizeEmail } from '../../src/users.js'
-import { NO_RATE_LIMITS, PASSWORD, buildTestApp, errorShapeProblems, refreshCookieOf, signUpAndLogIn } from '../helpers.js'
+import { startMailServer, tokenOf, type MailServer } from '../fixtures/mail-server.js'
+import { NO_RATE_LIMITS, NEW_PASSWORD, PASSWORD, buildTestApp, errorShapeProblems, freshEmail, refreshCookieOf, signUpAndLogIn } from '../helpers.js'
 
 /*
  * Property-based fuzzing (fast-check, fixed seed, bounded runs): random and
@@ -15,12 +16,17 @@ import { NO_RATE_LIMITS, PASSWORD, buildTestApp, errorShapeProblems, refreshCook
 
 const SEED = 20261123
 
+/** The account routes of issue 14: links asked for and redeemed, email change, deletion, the built-in pages. */
+const ACCOUNT_ROUTES = [
+  '/auth/password-reset/request', '/auth/password-reset', '/auth/verify-email/request', '/auth/verify-email',
+  '/users/me/email', '/account/reset-password', '/account/verify-email'
+]
 const ROUTES = [
   '/auth/signup', '/auth/login', '/auth/refresh', '/auth/logout', '/auth/logout-all', '/auth/logout-others',
   '/auth/password', '/auth/sessions', '/users/me', '/.well-known/jwks.json', '/health', '/docs', '/docs/json',
-  '/auth/introspect'
+  '/auth/introspect', ...ACCOUNT_ROUTES
 ]
-const FIELDS = ['email', 'password', 'refreshToken', 'currentPassword', 'newPassword', 'token', '__proto__', 'constructor', 'prototype']
+const FIELDS = ['email', 'password', 'refreshToken', 'currentPassword', 'newPassword', 'token', 'newEmail', '__proto__', 'constructor', 'prototype']
 const CONTENT_TYPES = [
   'application/json', 'application/json; charset=utf-8', 'APPLICATION/JSON', 'application/json; charset=latin1',
   'application/jsonx', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'text/plain', 'text/html', '*/*', ''
@@ -81,7 +87,10 @@ function requestArbitrary (secrets: Secrets): fc.Arbitrary<InjectOptions> {
   const validBody = fc.constantFrom(
     JSON.stringify({ email: secrets.email, password: PASSWORD }),
     JSON.stringify({ refreshToken: secrets.refreshToken }),
-    JSON.stringify({ currentPassword: PASSWORD, newPassword: `${PASSWORD}!` })
+    JSON.stringify({ currentPassword: PASSWORD, newPassword: `${PASSWORD}!` }),
+    JSON.stringify({ email: secrets.email }),
+    JSON.stringify({ token: 'A'.repeat(43), newPassword: `${PASSWORD}!` }),
+    JSON.stringify({ newEmail: `new-${secrets.email}`, password: PASSWORD })
   )
   const body = fc.option(fc.oneof(
     jsonBody,
@@ -143,6 +152,27 @@ async function session (app: FastifyInstance): Promise<Secrets> {
   return { email, accessToken, refreshToken, sessionId: sessions.json()[0].id }
 }
 
+/** The codes of API.md's error table: the only ones a client is promised. */
+const API_CODES = new Set([
+  'VALIDATION_ERROR', 'LINK_TOKEN_INVALID', 'ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED',
+  'REFRESH_TOKEN_MISSING', 'REFRESH_TOKEN_EXPIRED', 'REFRESH_TOKEN_INVALID', 'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED',
+  'INVALID_CREDENTIALS', 'FORBIDDEN', 'ACCOUNT_DISABLED', 'EMAIL_NOT_VERIFIED', 'NOT_FOUND', 'EMAIL_TAKEN', 'LAST_ADMIN',
+  'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'RATE_LIMITED', 'STORE_UNAVAILABLE'
+])
+
+/** The error codes answered that API.md does not list, with an example request of each. */
+function offContract (): { note: (method: string, url: string, response: { statusCode: number, body: string }) => void, found: Map<string, string> } {
+  const found = new Map<string, string>()
+  return {
+    found,
+    note (method, url, response) {
+      if (response.statusCode < 400 || method === 'HEAD') return
+      const code = (JSON.parse(response.body) as { code?: unknown }).code
+      if (typeof code === 'string' && !API_CODES.has(code) && !found.has(code)) found.set(code, `${method} ${url}`)
+    }
+  }
+}
+
 function problemsOf (method: string, response: { statusCode: number, headers: Record<string, unknown>, body: string }): string[] {
   const problems: string[] = []
   if (response.statusCode >= 500) problems.push(`status ${response.statusCode}`)
@@ -163,13 +193,16 @@ const app = await buildTestApp(t, { env: { TRUST_PROXY: 'true', CORS_ORIGINS: 'h
 t.test('random and mutated requests to every route', async (t) => {
   const secrets = await session(app)
   const statuses = new Map<number, number>()
+  const codes = offContract()
 
   await fc.assert(fc.asyncProperty(requestArbitrary(secrets), async (request) => {
     const response = await app.inject(request)
     statuses.set(response.statusCode, (statuses.get(response.statusCode) ?? 0) + 1)
     const problems = problemsOf(String(request.method), response)
     if (problems.length > 0) throw new Error(`${request.method} ${request.url}: ${problems.join('; ')}\n${response.body.slice(0, 300)}`)
+    codes.note(String(request.method), String(request.url), response)
   }), { seed: SEED, numRuns: 1500, endOnFailure: true })
+  t.strictSame(Object.fromEntries(codes.found), {}, `every error code is one of API.md's; others: ${JSON.stringify(Object.fromEntries(codes.found))}`)
 
   t.pass(`statuses: ${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))}`)
   t.ok([...statuses.keys()].filter((status) => status < 300).length >= 2, 'some requests got through to a handler')
@@ -180,6 +213,181 @@ t.test('random and mutated requests to every route', async (t) => {
   const after = await session(app)
   t.equal((await app.inject({ method: 'GET', url: '/users/me', headers: { authorization: `Bearer ${after.accessToken}` } })).statusCode, 200)
   t.equal(({} as Record<string, unknown>).email, undefined, 'Object.prototype is untouched')
+})
+
+/** A fresh account and live links of each kind, read from the mail the service sent. */
+interface AccountSecrets extends Secrets {
+  resetToken: string
+  verifyToken: string
+  changeToken: string
+  /** The address the pending email change moves to. */
+  newEmail: string
+}
+
+async function accountSession (app: FastifyInstance, mail: MailServer): Promise<AccountSecrets> {
+  const secrets = await session(app)
+  const authorization = `Bearer ${secrets.accessToken}`
+  const newEmail = freshEmail('fuzz-new')
+  const reset = await app.inject({ method: 'POST', url: '/auth/password-reset/request', payload: { email: secrets.email } })
+  const change = await app.inject({ method: 'POST', url: '/users/me/email', headers: { authorization }, payload: { newEmail, password: PASSWORD } })
+  if (reset.statusCode !== 202 || change.statusCode !== 202) throw new Error(`no links: ${reset.body} ${change.body}`)
+  const [resetMail, verifyMail, changeMail] = await Promise.all([
+    mail.waitFor(secrets.email, { subject: /reset your password/i }),
+    mail.waitFor(secrets.email, { subject: /verify your email/i }),
+    mail.waitFor(newEmail, { subject: /confirm your new email/i })
+  ])
+  return { ...secrets, resetToken: tokenOf(resetMail), verifyToken: tokenOf(verifyMail), changeToken: tokenOf(changeMail), newEmail }
+}
+
+/** An arbitrary drawn anew from the live secrets each time a value is generated (the account changes during a run). */
+const fromLive = <T>(live: () => AccountSecrets, arbitrary: (secrets: AccountSecrets) => fc.Arbitrary<T>): fc.Arbitrary<T> =>
+  fc.constant(null).chain(() => arbitrary(live()))
+
+interface AccountCall {
+  method: InjectOptions['method']
+  url: string
+  authorized?: boolean
+  body?: unknown
+}
+
+/** Requests to the account routes as a client would make them: each route with the body it expects, with live tokens. */
+const wellFormedCalls = (secrets: AccountSecrets): AccountCall[] => [
+  { method: 'POST', url: '/auth/password-reset/request', body: { email: secrets.email } },
+  { method: 'POST', url: '/auth/password-reset/request', body: { email: ` ${secrets.email.toUpperCase()} ` } },
+  { method: 'POST', url: '/auth/password-reset/request', body: { email: freshEmail('fuzz-nobody') } },
+  { method: 'POST', url: '/auth/password-reset', body: { token: secrets.resetToken, newPassword: NEW_PASSWORD } },
+  { method: 'POST', url: '/auth/password-reset', body: { token: secrets.verifyToken, newPassword: NEW_PASSWORD } },
+  { method: 'POST', url: '/auth/verify-email/request', body: { email: secrets.email } },
+  { method: 'POST', url: '/auth/verify-email/request', authorized: true },
+  { method: 'POST', url: '/auth/verify-email/request', authorized: true, body: {} },
+  { method: 'POST', url: '/auth/verify-email', body: { token: secrets.verifyToken } },
+  { method: 'POST', url: '/auth/verify-email', body: { token: secrets.changeToken } },
+  { method: 'POST', url: '/auth/verify-email', body: { token: secrets.resetToken } },
+  { method: 'POST', url: '/users/me/email', authorized: true, body: { newEmail: freshEmail('fuzz-next'), password: PASSWORD } },
+  { method: 'POST', url: '/users/me/email', authorized: true, body: { newEmail: secrets.email, password: PASSWORD } },
+  { method: 'POST', url: '/users/me/email', authorized: true, body: { newEmail: freshEmail('fuzz-next'), password: 'not the password' } },
+  { method: 'DELETE', url: '/users/me', authorized: true, body: { password: 'not the password' } },
+  { method: 'DELETE', url: '/users/me', authorized: true, body: { password: PASSWORD } },
+  { method: 'GET', url: '/account/reset-password' },
+  { method: 'GET', url: '/account/verify-email' }
+]
+
+/** What may go wrong with a well-formed call: each part left alone (absent), or replaced. */
+interface Perturbation {
+  /** Another body altogether (undefined: none). */
+  body?: string | undefined
+  /** The call's own body, mutated: a character changed, dropped or cut. */
+  bodyEdit?: boolean
+  contentType?: string
+  authorization?: string
+  /** A call that needs the access token sent without it. */
+  unauthorized?: boolean
+  method?: string
+  url?: string
+}
+
+function accountRequestArbitrary (live: () => AccountSecrets): fc.Arbitrary<InjectOptions> {
+  const call = fromLive(live, (secrets) => fc.constantFrom(...wellFormedCalls(secrets)))
+  const tokenish = fromLive(live, (secrets) => fc.oneof(
+    fc.constantFrom(secrets.resetToken, secrets.verifyToken, secrets.changeToken, secrets.accessToken),
+    mutated(secrets.resetToken), mutated(secrets.verifyToken), awkwardText, fc.string({ minLength: 43, maxLength: 43 })
+  ))
+  const value = fc.oneof(tokenish, fromLive(live, (secrets) => fc.constantFrom(secrets.email, secrets.newEmail, PASSWORD)),
+    awkwardText, fc.jsonValue({ maxDepth: 2 }))
+  const perturbation: fc.Arbitrary<Perturbation> = fc.record({
+    body: fc.oneof(
+      fc.dictionary(fc.oneof(fc.constantFrom(...FIELDS), fc.string({ maxLength: 8 })), value, { maxKeys: 4 }).map((body) => JSON.stringify(body)),
+      fc.string({ unit: 'binary', maxLength: 120 }),
+      fc.jsonValue({ maxDepth: 3 }).map((json) => JSON.stringify(json) ?? 'null'),
+      fc.constant(undefined)
+    ),
+    bodyEdit: fc.constant(true),
+    contentType: fc.oneof(fc.constantFrom(...CONTENT_TYPES), headerText(40)),
+    authorization: fromLive(live, (secrets) => fc.oneof(
+      mutated(secrets.accessToken).map((token) => `Bearer ${token}`),
+      fc.constantFrom(`Bearer ${secrets.refreshToken}`, 'Bearer', 'Basic YTpi', `Bearer ${secrets.resetToken}`),
+      headerText(80)
+    )),
+    unauthorized: fc.constant(true),
+    method: fc.constantFrom('GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'HEAD', 'OPTIONS'),
+    url: fc.oneof(
+      fc.constantFrom(...ACCOUNT_ROUTES, '/users/me').chain(mutated).map((mangled) => `/${asPath(mangled.replace(/^\/+/, ''))}`),
+      fc.tuple(fc.constantFrom(...ACCOUNT_ROUTES), headerText(30)).map(([route, query]) => `${route}?${asPath(query)}`),
+      fromLive(live, (secrets) => fc.constant(`/account/reset-password?token=${secrets.resetToken}`))
+    )
+  }, { requiredKeys: [] })
+
+  const untouched: fc.Arbitrary<Perturbation> = fc.constant({})
+  return fc.tuple(call, fc.oneof({ weight: 2, arbitrary: untouched }, { weight: 3, arbitrary: perturbation }), fc.constant(null).map(live))
+    .chain(([call, change, secrets]) => {
+      const text = call.body === undefined ? undefined : JSON.stringify(call.body)
+      const edited = change.bodyEdit === true && text !== undefined ? mutated(text) : fc.constant(text)
+      return edited.map((bodyText) => {
+        const headers: Record<string, string> = {}
+        const payload = 'body' in change ? change.body : bodyText
+        if (payload !== undefined) headers['content-type'] = change.contentType ?? 'application/json'
+        if (change.authorization !== undefined) headers.authorization = change.authorization
+        else if (call.authorized === true && change.unauthorized !== true) headers.authorization = `Bearer ${secrets.accessToken}`
+        const method = change.method ?? call.method
+        const request: InjectOptions = { method: method as InjectOptions['method'], url: change.url ?? call.url, headers }
+        if (payload !== undefined && method !== 'GET' && method !== 'HEAD') request.payload = payload
+        return request
+      })
+    })
+}
+
+t.test('the account routes: well-formed calls with live link tokens, and every way they can be broken', async (t) => {
+  // An app of its own, sending real mail: the links' tokens come from the messages, as a person's would.
+  const mail = await startMailServer(t)
+  const accountApp = await buildTestApp(t, {
+    env: { SMTP_URL: mail.url },
+    rateLimits: NO_RATE_LIMITS,
+    mail: { linkMailsPerRecipientPerHour: 1_000_000 }
+  })
+  let live = await accountSession(accountApp, mail)
+  const outcomes = new Map<string, number>()
+  const accepted = new Map<string, string>()
+  const codes = offContract()
+
+  await fc.assert(fc.asyncProperty(accountRequestArbitrary(() => live), async (request) => {
+    const secrets = live
+    const response = await accountApp.inject(request)
+    const path = String(request.url).split('?')[0]!
+    const code = response.statusCode >= 400 && request.method !== 'HEAD' ? ` ${String(response.json().code)}` : ''
+    const outcome = `${request.method} ${path} ${response.statusCode}${code}`
+    outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1)
+
+    const problems = problemsOf(String(request.method), response)
+    for (const [name, token] of [['reset', secrets.resetToken], ['verification', secrets.verifyToken], ['email change', secrets.changeToken]]) {
+      if (response.body.includes(token!)) problems.push(`the ${name} token in the answer`)
+    }
+    // A request for a link answers the same body whatever the account: it tells nobody whether one exists.
+    if (response.statusCode === 202 && path.endsWith('/request')) {
+      const first = accepted.get(path) ?? response.body
+      accepted.set(path, first)
+      if (response.body !== first) problems.push(`a 202 unlike the others: ${response.body}`)
+    }
+    if (problems.length > 0) throw new Error(`${request.method} ${request.url}: ${problems.join('; ')}\n${response.body.slice(0, 300)}`)
+    codes.note(String(request.method), String(request.url), response)
+
+    // Links spent or replaced, the password or the address changed, the account gone: carry on with a fresh one.
+    if (response.statusCode < 300 && request.method !== 'GET' && request.method !== 'HEAD' && request.method !== 'OPTIONS') {
+      live = await accountSession(accountApp, mail)
+    }
+  }), { seed: SEED, numRuns: 400, endOnFailure: true })
+
+  const reached = (pattern: RegExp): number => [...outcomes].filter(([outcome]) => pattern.test(outcome)).reduce((sum, [, count]) => sum + count, 0)
+  t.pass(`outcomes: ${JSON.stringify(Object.fromEntries([...outcomes].sort(([a], [b]) => a.localeCompare(b))))}`)
+  t.ok(reached(/^POST \/auth\/password-reset 204$/) > 0, 'a password was reset')
+  t.ok(reached(/^POST \/auth\/verify-email 204$/) > 0, 'an address was verified or changed')
+  t.ok(reached(/^POST \/users\/me\/email 202$/) > 0, 'an email change was asked for')
+  t.ok(reached(/^DELETE \/users\/me 204$/) > 0, 'an account was deleted')
+  t.ok(reached(/LINK_TOKEN_INVALID$/) > 0, 'tokens were refused')
+  t.ok(reached(/^POST \/auth\/[a-z-]+\/request 202$/) > 0, 'links were asked for')
+  t.ok(reached(/ 400 VALIDATION_ERROR$/) > 0, 'broken bodies were refused')
+  t.strictSame(Object.fromEntries(codes.found), {}, `every error code is one of API.md's; others: ${JSON.stringify(Object.fromEntries(codes.found))}`)
+
+  t.equal((await accountApp.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'still serving')
 })
 
 t.test('signup and login with awkward emails and passwords: 4xx or success, and consistent', async (t) => {

@@ -18,7 +18,7 @@ function codeOf (fn: () => unknown): ErrorCode | undefined {
 
 function claims (overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    ...accessTokenClaims({ userId: 'user-1', sessionId: 'session-1', now: NOW, ttlSeconds: 600, notAfter: NOW + 3600_000, issuer: 'auth-service', audience: 'api' }),
+    ...accessTokenClaims({ userId: 'user-1', sessionId: 'session-1', emailVerified: false, now: NOW, ttlSeconds: 600, notAfter: NOW + 3600_000, issuer: 'auth-service', audience: 'api' }),
     ...overrides
   }
 }
@@ -30,10 +30,13 @@ t.test('accessTokenClaims', async (t) => {
   })
   t.match(issued.jti, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'a random jti')
   t.not(claims().jti, issued.jti, 'a new jti every time')
-  t.strictSame(Object.keys(issued).sort(), [...REQUIRED_CLAIMS].sort(), 'every required claim and nothing else')
+  // email_verified is issued on every token but not required of one: tokens issued before it existed stay good until they expire.
+  t.strictSame(Object.keys(issued).sort(), [...REQUIRED_CLAIMS, 'email_verified'].sort(), 'every required claim, email_verified, and nothing else')
+  t.equal(issued.email_verified, false)
 
-  const capped = accessTokenClaims({ userId: 'u', sessionId: 's', now: NOW, ttlSeconds: 600, notAfter: NOW + 90_500, issuer: 'i', audience: 'a' })
+  const capped = accessTokenClaims({ userId: 'u', sessionId: 's', emailVerified: true, now: NOW, ttlSeconds: 600, notAfter: NOW + 90_500, issuer: 'i', audience: 'a' })
   t.equal(capped.exp, Math.floor((NOW + 90_500) / 1000), 'never after its session\'s end')
+  t.equal(capped.email_verified, true, 'email_verified as the user\'s facts say')
 })
 
 t.test('bearerToken', async (t) => {

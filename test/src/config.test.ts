@@ -225,3 +225,111 @@ t.test('PEM values may carry literal \\n', async (t) => {
   t.equal(previous.length, 2, 'several previous keys are split into blocks')
   t.match(previous[1], /BBBB/)
 })
+
+t.test('account mail: defaults', async (t) => {
+  const config = loadConfig({})
+  t.match(config, {
+    publicUrl: 'http://127.0.0.1:3000',
+    appUrl: undefined,
+    smtpUrl: undefined,
+    mailFrom: 'Auth service <no-reply@localhost>',
+    requireVerifiedEmail: false,
+    passwordResetTtl: 30 * 60,
+    emailVerificationTtl: 24 * 3600
+  })
+  t.equal(loadConfig({ PUBLIC_URL: ' ', APP_URL: '', SMTP_URL: '  ', MAIL_FROM: '' }).mailFrom, 'Auth service <no-reply@localhost>', 'empty values are unset')
+})
+
+t.test('PUBLIC_URL: http://HOST:PORT unless given; a base URL links are built on', async (t) => {
+  t.equal(loadConfig({ HOST: '0.0.0.0', PORT: '8080' }).publicUrl, 'http://0.0.0.0:8080', 'from HOST and PORT')
+  t.equal(loadConfig({ HOST: 'auth.internal' }).publicUrl, 'http://auth.internal:3000')
+  t.equal(loadConfig({ HOST: '::1' }).publicUrl, 'http://[::1]:3000', 'an IPv6 host is bracketed')
+  t.equal(loadConfig({ HOST: '::', PORT: '8443' }).publicUrl, 'http://[::]:8443')
+  t.equal(loadConfig({ HOST: 'fd00::1' }).publicUrl, 'http://[fd00::1]:3000')
+
+  const given: Array<[string, string]> = [
+    ['https://auth.example.com', 'https://auth.example.com'],
+    ['https://auth.example.com/', 'https://auth.example.com'],
+    ['https://auth.example.com//', 'https://auth.example.com'],
+    ['https://auth.example.com/base/', 'https://auth.example.com/base'],
+    ['HTTPS://Auth.Example.COM:443/', 'https://auth.example.com'],
+    ['http://localhost:8080/auth', 'http://localhost:8080/auth'],
+    [' https://auth.example.com ', 'https://auth.example.com']
+  ]
+  for (const [value, expected] of given) t.equal(loadConfig({ PUBLIC_URL: value }).publicUrl, expected, `${JSON.stringify(value)}: ${expected}`)
+  t.equal(loadConfig({ PUBLIC_URL: 'https://auth.example.com/', HOST: '::1' }).publicUrl, 'https://auth.example.com', 'a given URL wins over HOST')
+})
+
+t.test('APP_URL: unset unless given; a base URL, no trailing slash', async (t) => {
+  t.equal(loadConfig({ APP_URL: 'https://app.example.com/' }).appUrl, 'https://app.example.com')
+  t.equal(loadConfig({ APP_URL: 'https://app.example.com/account/' }).appUrl, 'https://app.example.com/account')
+  t.equal(loadConfig({ APP_URL: 'http://localhost:5173' }).appUrl, 'http://localhost:5173')
+})
+
+t.test('SMTP_URL, MAIL_FROM, REQUIRE_VERIFIED_EMAIL and the link lifetimes are read', async (t) => {
+  t.match(loadConfig({
+    SMTP_URL: 'smtp://user:secret@mail.example.com:587',
+    MAIL_FROM: '"Example, Inc." <accounts@example.com>',
+    REQUIRE_VERIFIED_EMAIL: 'true',
+    PASSWORD_RESET_TTL: '15m',
+    EMAIL_VERIFICATION_TTL: '7d'
+  }), {
+    smtpUrl: 'smtp://user:secret@mail.example.com:587',
+    mailFrom: '"Example, Inc." <accounts@example.com>',
+    requireVerifiedEmail: true,
+    passwordResetTtl: 900,
+    emailVerificationTtl: 7 * 86400
+  })
+  t.equal(loadConfig({ SMTP_URL: 'smtps://mail.example.com' }).smtpUrl, 'smtps://mail.example.com', 'smtps:')
+  t.equal(loadConfig({ SMTP_URL: 'smtp://mail.example.com:25?requireTLS=true' }).smtpUrl, 'smtp://mail.example.com:25?requireTLS=true',
+    'nodemailer\'s options in the query are kept')
+  t.equal(loadConfig({ MAIL_FROM: 'no-reply@example.com' }).mailFrom, 'no-reply@example.com', 'a bare address')
+  t.equal(loadConfig({ MAIL_FROM: 'no-reply@example.com\n' }).mailFrom, 'no-reply@example.com', 'a trailing newline is trimmed like any value\'s')
+  t.equal(loadConfig({ REQUIRE_VERIFIED_EMAIL: '0' }).requireVerifiedEmail, false)
+  t.equal(loadConfig({ PASSWORD_RESET_TTL: '90' }).passwordResetTtl, 90, 'plain seconds')
+})
+
+t.test('account mail: every bad value stops loading, naming the variable', async (t) => {
+  for (const name of ['PUBLIC_URL', 'APP_URL']) {
+    for (const value of ['auth.example.com', 'not a url', 'ftp://auth.example.com', 'javascript:alert(1)', 'mailto:a@example.com',
+      'https://auth.example.com/?next=1', 'https://auth.example.com/#top', 'https://user:pass@auth.example.com', 'https://user@auth.example.com']) {
+      refuses(t, { [name]: value }, name, `${name}=${value}`)
+    }
+    // An empty query or fragment: the URL parser reports neither, but links built on the value would carry them.
+    for (const value of ['https://auth.example.com/?', 'https://auth.example.com/#']) {
+      let loaded: string | undefined
+      try {
+        loaded = name === 'PUBLIC_URL' ? loadConfig({ [name]: value }).publicUrl : loadConfig({ [name]: value }).appUrl
+      } catch {}
+      t.equal(loaded, undefined, `${name}=${value} is refused (it loaded as ${JSON.stringify(loaded)}: links would be ${loaded}/reset-password#token=…)`)
+    }
+  }
+
+  for (const value of ['http://mail.example.com', 'smtp', 'mail.example.com:587', 'smtp+tls://mail.example.com', 'lmtp://mail.example.com', 'not a url']) {
+    refuses(t, { SMTP_URL: value }, 'SMTP_URL', `SMTP_URL=${value}`)
+  }
+
+  for (const value of ['Auth <a@example.com>\r\nBcc: victim@example.com', 'Auth <a@example.com>\nBcc: victim@example.com',
+    'a@example.com\rBcc: victim@example.com', 'not an address', 'Auth service', '<>', 'Auth <a@example.com> trailing',
+    'Auth <a@example.com>, Other <b@example.com>', 'a@example.com b@example.com']) {
+    refuses(t, { MAIL_FROM: value }, 'MAIL_FROM', `MAIL_FROM=${JSON.stringify(value)}`)
+  }
+
+  for (const value of ['yes', '2', 'on']) refuses(t, { REQUIRE_VERIFIED_EMAIL: value }, 'REQUIRE_VERIFIED_EMAIL')
+
+  for (const name of ['PASSWORD_RESET_TTL', 'EMAIL_VERIFICATION_TTL']) {
+    for (const value of ['0', '0m', '1.5h', 'soon', '-5m', '3651d']) refuses(t, { [name]: value }, name, `${name}=${value}`)
+  }
+})
+
+t.test('a HOST that cannot make the default PUBLIC_URL: loaded, or refused with a ConfigError; never a TypeError', async (t) => {
+  for (const host of ['[::1]', 'bad host']) {
+    let caught: unknown
+    try {
+      loadConfig({ HOST: host })
+    } catch (error) {
+      caught = error
+    }
+    t.ok(caught === undefined || caught instanceof ConfigError, `HOST=${host}: ${caught instanceof Error ? `${caught.name}: ${caught.message}` : 'loaded'}`)
+  }
+})

@@ -8,6 +8,7 @@ import { securityEvents } from '../../drizzle/schema.js'
 import type { DatabaseHandle } from '../../src/database.js'
 import { ServiceError } from '../../src/errors.js'
 import { SecurityEventStore } from '../../src/security-event-store.js'
+import { UserRepository } from '../../src/users.js'
 import {
   SecurityEventLog, eventCursorOf, parseEventCursor, type EventPosition, type SecurityEvent, type SecurityEventLogOptions,
   type SecurityEventRecord, type SecurityEventSink, type TimedSecurityEventRecord
@@ -418,12 +419,19 @@ const positionsOf = (events: SecurityEvent[]): Array<{ id: string, at: number }>
 
 for (const { name, onServer, skip } of variants) {
   t.test(`SecurityEventStore (${name})`, { skip }, async (t) => {
-    // The file's shared database: every test uses user ids of its own (random uuids).
+    // The file's shared database: every test uses accounts of its own.
     const database = await testDatabase(t, { real: onServer })
     const store = new SecurityEventStore(database.db)
+    const users = new UserRepository(database.db)
+    /**
+     * A new account's id. Events of an id no account has lose their client
+     * details as they are stored (a deleted account's: migration 0004), so the
+     * tests that read them back record them for accounts that exist.
+     */
+    const account = async (): Promise<string> => (await users.create(`events-${randomUUID()}@example.com`, 'not a real hash'))!.id
 
     t.test('insert then list: every field back, newest first', async (t) => {
-      const user = randomUUID()
+      const user = await account()
       const session = randomUUID()
       const admin = randomUUID()
       await store.insert([
@@ -445,7 +453,7 @@ for (const { name, onServer, skip } of variants) {
     })
 
     t.test('ties on `at` are ordered by id, newest (highest id) first, across pages', async (t) => {
-      const user = randomUUID()
+      const user = await account()
       await store.insert(range(1, 5).map((n) => ({ type: 'login_failed' as const, userId: user, at: at(0), userAgent: `ua-${n}` })))
       await store.insert([{ type: 'login', userId: user, at: at(0), userAgent: 'ua-6' }])
       const all = (await store.listForUser(user, { limit: 10 })).events
@@ -458,7 +466,7 @@ for (const { name, onServer, skip } of variants) {
     })
 
     t.test('paging through every page yields each event exactly once, and next is null only on the last', async (t) => {
-      const user = randomUUID()
+      const user = await account()
       // Milliseconds apart and seconds apart, some equal, inserted out of order.
       const offsets = [0, 1, 1, 999, 1000, 1000, 1001, 60_000, 2, 0, 1000, 59_999]
       await store.insert(offsets.map((offset, i) => ({ type: 'login' as const, userId: user, at: at(offset), userAgent: `ua-${i}` })))
@@ -472,7 +480,7 @@ for (const { name, onServer, skip } of variants) {
     })
 
     t.test('a user sees only their own events; events without a user are nobody\'s', async (t) => {
-      const [alice, bob] = [randomUUID(), randomUUID()]
+      const [alice, bob] = [await account(), await account()]
       // What a failed login of an unknown email records, in the same moments as Alice's own events.
       const probe = `Probe/${randomUUID()}`
       await store.insert([
@@ -500,7 +508,7 @@ for (const { name, onServer, skip } of variants) {
     })
 
     t.test('forgetClientDetails drops the address and user agent of that user\'s events only, keeping the rows', async (t) => {
-      const [leaving, staying] = [randomUUID(), randomUUID()]
+      const [leaving, staying] = [await account(), await account()]
       const session = randomUUID()
       await store.insert([
         { type: 'signup', userId: leaving, at: at(0), ...CLIENT },
@@ -524,7 +532,8 @@ for (const { name, onServer, skip } of variants) {
     t.test('prune deletes only what is older, in batches, and answers how many', async (t) => {
       const own = await pruneDatabase()
       const pruner = new SecurityEventStore(own.db)
-      const user = randomUUID()
+      // An account's: the test reads the user agents back (an id no account has would lose them).
+      const user = (await new UserRepository(own.db).create(`prune-${randomUUID()}@example.com`, 'not a real hash'))!.id
       const cutoff = at(10_000)
       // 2500 old events (more than two batches of 1000), in five inserts.
       for (let i = 0; i < 5; i++) {

@@ -766,8 +766,8 @@ async function runModel (t: Test, storeOfRun: StoreOfRun): Promise<void> {
     const users = [`alice-${run}`, `bob-${run}`]
     const credentialVersions = new Map(users.map((userId) => [userId, 0]))
     const userFacts: UserFactsSource = {
-      get: async (userId) => credentialVersions.has(userId) ? { credentialVersion: credentialVersions.get(userId)! } : undefined,
-      fresh: async (userId) => credentialVersions.has(userId) ? { credentialVersion: credentialVersions.get(userId)! } : undefined
+      get: async (userId) => credentialVersions.has(userId) ? { credentialVersion: credentialVersions.get(userId)!, emailVerified: false } : undefined,
+      fresh: async (userId) => credentialVersions.has(userId) ? { credentialVersion: credentialVersions.get(userId)!, emailVerified: false } : undefined
     }
     const revocations = new RevocationList(clock, POLICY.accessTokenTtl * SECOND)
     const reuseEvents: string[] = []
@@ -781,8 +781,8 @@ async function runModel (t: Test, storeOfRun: StoreOfRun): Promise<void> {
         record: (event) => { if (event.type === 'refresh_reuse_detected') reuseEvents.push(event.sessionId ?? '(no session id)') }
       },
       // The claims the real signer would sign, in plain JSON: the model reads sid and exp from them.
-      issueAccessToken: (userId, sessionId, notAfter) => JSON.stringify(accessTokenClaims({
-        userId, sessionId, now: clock.now(), ttlSeconds: POLICY.accessTokenTtl, notAfter, issuer: 'session-model-test', audience: 'session-model-test'
+      issueAccessToken: (userId, sessionId, notAfter, { emailVerified }) => JSON.stringify(accessTokenClaims({
+        userId, sessionId, emailVerified, now: clock.now(), ttlSeconds: POLICY.accessTokenTtl, notAfter, issuer: 'session-model-test', audience: 'session-model-test'
       }))
     })
     const model: Model = {

@@ -5,7 +5,8 @@ import type { Test } from 'tap'
 import { ServiceError } from '../../src/errors.js'
 import type { PasswordHasher } from '../../src/passwords.js'
 import {
-  BACKENDS, FakeClock, NEW_PASSWORD, PASSWORD, buildTestApp, fastPasswordHasher, signUpAndLogIn, testDatabase, testRedis
+  BACKENDS, FakeClock, NEW_PASSWORD, PASSWORD, buildTestApp, claimsOf, codeOf, instrumentedHasher, loginAttempt, me, pauseNextSessionCreate,
+  pausePoint, refresh, signUpAndLogIn, testDatabase, testRedis
 } from '../helpers.js'
 
 /*
@@ -22,24 +23,8 @@ const SECOND = 1000
 const MINUTE = 60 * SECOND
 const INTROSPECTION_SECRET = 'introspection-secret-for-tests'
 
-type Json = Record<string, unknown>
-
-const codeOf = (response: LightMyRequestResponse): string | undefined => response.json().code
-const claimsOf = (accessToken: string): Json => JSON.parse(Buffer.from(accessToken.split('.')[1]!, 'base64url').toString('utf8'))
 /** The token with its secret (its last part, in either format) replaced: it still names its session. */
 const withWrongSecret = (token: string): string => token.replace(/[^.]+$/, 'A'.repeat(43))
-
-function refresh (app: FastifyInstance, refreshToken: string) {
-  return app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken } })
-}
-
-function me (app: FastifyInstance, accessToken: string) {
-  return app.inject({ method: 'GET', url: '/users/me', headers: { authorization: `Bearer ${accessToken}` } })
-}
-
-function login (app: FastifyInstance, email: string, password = PASSWORD) {
-  return app.inject({ method: 'POST', url: '/auth/login', payload: { email, password } })
-}
 
 function logout (app: FastifyInstance, { refreshToken, accessToken }: { refreshToken?: string, accessToken?: string }) {
   return app.inject({
@@ -52,38 +37,6 @@ function logout (app: FastifyInstance, { refreshToken, accessToken }: { refreshT
 
 function introspect (app: FastifyInstance, token: string) {
   return app.inject({ method: 'POST', url: '/auth/introspect', headers: { authorization: `Bearer ${INTROSPECTION_SECRET}` }, payload: { token } })
-}
-
-/** A password hasher whose next verification, once armed, waits (after checking) until released. */
-function pausableHasher () {
-  let armed: { entered: () => void, released: Promise<void> } | undefined
-  const hasher: PasswordHasher = {
-    hash: (password) => fastPasswordHasher.hash(password),
-    async verify (passwordHash, password) {
-      const valid = await fastPasswordHasher.verify(passwordHash, password)
-      const gate = armed
-      armed = undefined
-      if (gate !== undefined) {
-        gate.entered()
-        await gate.released
-      }
-      return valid
-    },
-    verifyAgainstDecoy: (password) => fastPasswordHasher.verifyAgainstDecoy(password),
-    // Shared with other tests: its threads are stopped by no one here.
-    stopThreads: async () => {},
-    get queued () { return fastPasswordHasher.queued },
-    observe: (listener) => fastPasswordHasher.observe(listener)
-  }
-  /** Arms the pause: resolves once a verification has reached it; call the answer's `release` to let it go. */
-  function pauseNext (): { reached: Promise<void>, release: () => void } {
-    let entered!: () => void
-    let release!: () => void
-    const reached = new Promise<void>((resolve) => { entered = resolve })
-    armed = { entered, released: new Promise<void>((resolve) => { release = resolve }) }
-    return { reached, release }
-  }
-  return { hasher, pauseNext }
 }
 
 for (const backend of BACKENDS) {
@@ -361,14 +314,14 @@ for (const backend of BACKENDS) {
       const { app, clock } = await start(t, { env: { MAX_SESSIONS_PER_USER: '3', INTROSPECTION_SECRET } })
       const first = await signUpAndLogIn(app, 'many')
       clock.advance(SECOND)
-      const second = (await login(app, first.email)).json()
+      const second = (await loginAttempt(app, first.email)).json()
       clock.advance(SECOND)
-      const third = (await login(app, first.email)).json()
+      const third = (await loginAttempt(app, first.email)).json()
       clock.advance(SECOND)
       // The oldest is used again: the second becomes the least recently used.
       const firstNow = (await refresh(app, first.refreshToken)).json()
       clock.advance(SECOND)
-      const fourth = await login(app, first.email)
+      const fourth = await loginAttempt(app, first.email)
       t.equal(fourth.statusCode, 200, 'the fourth login')
 
       t.equal(codeOf(await refresh(app, second.refreshToken)), 'REFRESH_TOKEN_REVOKED', 'the least recently used session is ended: its refresh token')
@@ -398,21 +351,17 @@ for (const backend of BACKENDS) {
     async function loginHeldBetweenWrites (app: FastifyInstance, redis: unknown, email: string, meanwhile: () => Promise<void>) {
       const scripts = redis as Record<string, (...args: unknown[]) => Promise<unknown>>
       const index = scripts.authIndexSession!
-      let reached!: () => void
-      let release!: () => void
-      const indexed = new Promise<void>((resolve) => { reached = resolve })
-      const released = new Promise<void>((resolve) => { release = resolve })
+      const pause = pausePoint()
       scripts.authIndexSession = async (...args: unknown[]) => {
         scripts.authIndexSession = index
         const answer = await index.apply(redis, args)
-        reached()
-        await released
+        await pause.wait()
         return answer
       }
-      const inFlight = login(app, email)
-      await indexed
+      const inFlight = loginAttempt(app, email)
+      await pause.reached
       await meanwhile()
-      release()
+      pause.release()
       return await inFlight
     }
 
@@ -478,18 +427,18 @@ for (const backend of BACKENDS) {
         t.equal(codeOf(await me(app, other.accessToken)), 'ACCESS_TOKEN_REVOKED', 'with its access tokens')
         const listed = await app.inject({ method: 'GET', url: '/auth/sessions', headers: { authorization: `Bearer ${caller.accessToken}` } })
         t.strictSame(listed.json().map(({ id }: { id: string }) => id), [claimsOf(caller.accessToken).sid], 'only the caller\'s session is listed')
-        t.equal(codeOf(await login(app, email)), 'INVALID_CREDENTIALS', 'the old password no longer logs in')
-        t.equal((await login(app, email, NEW_PASSWORD)).statusCode, 200, 'the new one does')
+        t.equal(codeOf(await loginAttempt(app, email)), 'INVALID_CREDENTIALS', 'the old password no longer logs in')
+        t.equal((await loginAttempt(app, email, NEW_PASSWORD)).statusCode, 200, 'the new one does')
       }
 
       t.test('its password checked before the change, its session opened after', async (t) => {
-        const { hasher, pauseNext } = pausableHasher()
+        const { hasher, pauseNextVerify } = instrumentedHasher()
         const { app } = await start(t, { passwordHasher: hasher })
         const caller = await signUpAndLogIn(app, 'inflight')
-        const other = (await login(app, caller.email)).json()
+        const other = (await loginAttempt(app, caller.email)).json()
 
-        const paused = pauseNext()
-        const inFlight = login(app, caller.email)
+        const paused = pauseNextVerify()
+        const inFlight = loginAttempt(app, caller.email)
         await paused.reached
         const changed = await changePassword(app, caller.accessToken)
         t.equal(changed.statusCode, 204, 'the password change completes while the login waits')
@@ -501,25 +450,13 @@ for (const backend of BACKENDS) {
       t.test('its session created before the change lists the sessions, its answer after', async (t) => {
         const { app } = await start(t)
         const caller = await signUpAndLogIn(app, 'inflight')
-        const other = (await login(app, caller.email)).json()
+        const other = (await loginAttempt(app, caller.email)).json()
 
-        const store = app.sessionStore
-        const create = store.create.bind(store)
-        let reached!: () => void
-        let release!: () => void
-        const created = new Promise<void>((resolve) => { reached = resolve })
-        const released = new Promise<void>((resolve) => { release = resolve })
-        store.create = async (...args) => {
-          store.create = create
-          const ended = await create(...args)
-          reached()
-          await released
-          return ended
-        }
-        const inFlight = login(app, caller.email)
-        await created
+        const paused = pauseNextSessionCreate(app)
+        const inFlight = loginAttempt(app, caller.email)
+        await paused.reached
         t.equal((await changePassword(app, caller.accessToken)).statusCode, 204)
-        release()
+        paused.release()
         await noWorkingSession(t, app, await inFlight)
         await callerAndOthersAfterwards(t, app, caller, other, caller.email)
       })
@@ -533,7 +470,7 @@ for (const backend of BACKENDS) {
         const claims = claimsOf(user.accessToken)
         t.equal(claims.iat, loginTime)
         t.equal(claims.exp, loginTime + 300, 'exp: the session\'s end, not iat + 10 min')
-        const pair = (await login(app, user.email)).json()
+        const pair = (await loginAttempt(app, user.email)).json()
         t.equal(pair.expiresIn, 300, 'expiresIn matches')
         t.equal(pair.refreshExpiresIn, 300)
 

@@ -3,14 +3,13 @@ import t from 'tap'
 import type { Test } from 'tap'
 import type { ErrorCode } from '../../src/errors.js'
 import { ServiceError } from '../../src/errors.js'
-import { MemorySessionStore } from '../../src/memory-session-store.js'
 import { formatRefreshToken, newFamilyId, parseRefreshToken, sessionIdOf, type RefreshToken } from '../../src/refresh-token.js'
 import { RevocationList } from '../../src/revocation-list.js'
 import { GRACE_GENERATIONS } from '../../src/session-store.js'
 import type { SecurityEventRecord } from '../../src/security-events.js'
-import { SessionService, type ClientInfo, type SessionOwner, type SessionPolicy, type TokenPair } from '../../src/sessions.js'
+import type { ClientInfo, SessionOwner, SessionPolicy, SessionService, TokenPair } from '../../src/sessions.js'
 import type { UserFacts } from '../../src/user-facts.js'
-import { FakeClock } from '../helpers.js'
+import { DEFAULT_SESSION_POLICY, FakeClock, inProcessSessionService } from '../helpers.js'
 
 /*
  * SessionService over the in-process store, with no HTTP in it: the token
@@ -27,27 +26,15 @@ const CLIENT: ClientInfo = { ip: '203.0.113.7', userAgent: 'test-agent/1.0' }
 const USER: SessionOwner = { id: 'user-1', credentialVersion: 0 }
 const STRANGER: SessionOwner = { id: 'user-2', credentialVersion: 0 }
 
-const POLICY: SessionPolicy = {
-  accessTokenTtl: 600,
-  refreshTokenTtl: 14 * 86_400,
-  sessionMaxAge: 90 * 86_400,
-  rotateRefreshTokens: true,
-  refreshReuseGrace: 10,
-  refreshBindIp: false,
-  maxSessionsPerUser: 100
-}
-
 interface LogCall { details: Record<string, unknown>, message: string }
 interface Issued { userId: string, sessionId: string, notAfter: number }
 
 function setup (t: Test, policy: Partial<SessionPolicy> = {}) {
   const clock = new FakeClock(T0)
-  const store = new MemorySessionStore(clock)
-  t.teardown(() => store.stopSweeping())
-  const fullPolicy = { ...POLICY, ...policy }
+  const fullPolicy = { ...DEFAULT_SESSION_POLICY, ...policy }
   const revocations = new RevocationList(clock, fullPolicy.accessTokenTtl * 1000)
   // The users' facts as the database holds them; `reads` counts how the service asks for them.
-  const facts = new Map<string, UserFacts>([[USER.id, { credentialVersion: 0 }], [STRANGER.id, { credentialVersion: 0 }]])
+  const facts = new Map<string, UserFacts>([[USER.id, { credentialVersion: 0, emailVerified: false }], [STRANGER.id, { credentialVersion: 0, emailVerified: false }]])
   const reads = { get: 0, fresh: 0 }
   /** Set to make reading the user afresh fail, as when the database is down. */
   const outage: { error?: Error } = {}
@@ -68,8 +55,7 @@ function setup (t: Test, policy: Partial<SessionPolicy> = {}) {
   const issued: Issued[] = []
   const events: SecurityEventRecord[] = []
   const refreshes: string[] = []
-  const service = new SessionService({
-    store,
+  const { service, store } = inProcessSessionService(t, {
     clock,
     policy: fullPolicy,
     revocations,
@@ -558,7 +544,7 @@ t.test('a login past maxSessionsPerUser ends the least recently used session', a
 t.test('credential versions: a session opened or kept under an older one is over', async (t) => {
   t.test('open refuses a user whose credentials changed since their password was checked', async (t) => {
     const { service, facts, issued, store } = setup(t)
-    facts.set(USER.id, { credentialVersion: 1 })
+    facts.set(USER.id, { credentialVersion: 1, emailVerified: false })
     await failsWith(t, service.open(USER, CLIENT), 'INVALID_CREDENTIALS', 'checked under version 0, now 1')
     t.equal(issued.length, 0, 'no access token signed')
     t.strictSame(await service.list(USER.id, ''), [], 'no live session left')
@@ -571,7 +557,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     const { service, clock, log, facts, revocations } = setup(t)
     const opened = await service.open(USER, CLIENT)
     const rotated = await service.refresh(opened.refreshToken, CLIENT, log)
-    facts.set(USER.id, { credentialVersion: 1 })
+    facts.set(USER.id, { credentialVersion: 1, emailVerified: false })
     clock.advance(SECOND)
     await failsWith(t, service.refresh(opened.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'through the grace')
     t.ok(revocations.isRevoked(sessionOf(opened.refreshToken)), 'its access tokens revoked')
@@ -587,7 +573,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     const [a, b, c] = [await service.open(USER, CLIENT), await service.open(USER, CLIENT), await service.open(USER, CLIENT)]
     const stranger = await service.open(STRANGER, CLIENT)
     await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(a.refreshToken) }, async () => {
-      facts.set(USER.id, { credentialVersion: 1 })
+      facts.set(USER.id, { credentialVersion: 1, emailVerified: false })
       return 1
     })
     const kept = await service.refresh(a.refreshToken, CLIENT, log)
@@ -615,7 +601,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     const { service, log, facts } = setup(t)
     const a = await service.open(USER, CLIENT)
     await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(a.refreshToken) }, async () => {
-      facts.set(USER.id, { credentialVersion: 2 })
+      facts.set(USER.id, { credentialVersion: 2, emailVerified: false })
       return 2
     })
     t.ok(await service.refresh(a.refreshToken, CLIENT, log), 'the caller\'s session refreshes')
@@ -632,7 +618,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     t.equal(store.size, 2, 'the in-flight session exists')
     delete gate.hold
     await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(caller.refreshToken) }, async () => {
-      facts.set(USER.id, { credentialVersion: 1 })
+      facts.set(USER.id, { credentialVersion: 1, emailVerified: false })
       return 1
     })
     release()
@@ -652,7 +638,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     const { service, log, facts } = setup(t, { maxSessionsPerUser: 1 })
     const caller = await service.open(USER, CLIENT)
     await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(caller.refreshToken) }, async () => {
-      facts.set(USER.id, { credentialVersion: 1 })
+      facts.set(USER.id, { credentialVersion: 1, emailVerified: false })
       return 1
     })
     // Its password was checked under version 0, before the change.

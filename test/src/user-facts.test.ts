@@ -15,16 +15,16 @@ function cacheOver (table: Map<string, UserFacts>) {
 }
 
 t.test('UserFactsCache: one read per miss, then from memory; fresh always reads', async (t) => {
-  const table = new Map([['a', { credentialVersion: 1 }], ['b', { credentialVersion: 0 }]])
+  const table = new Map([['a', { credentialVersion: 1, emailVerified: false }], ['b', { credentialVersion: 0, emailVerified: false }]])
   const { cache, reads } = cacheOver(table)
-  t.strictSame(await cache.get('a'), { credentialVersion: 1 })
-  t.strictSame(await cache.get('a'), { credentialVersion: 1 })
+  t.strictSame(await cache.get('a'), { credentialVersion: 1, emailVerified: false })
+  t.strictSame(await cache.get('a'), { credentialVersion: 1, emailVerified: false })
   t.strictSame(reads, ['a'], 'one primary-key read')
 
-  table.set('a', { credentialVersion: 2 })
-  t.strictSame(await cache.get('a'), { credentialVersion: 1 }, 'stale until told')
-  t.strictSame(await cache.fresh('a'), { credentialVersion: 2 }, 'fresh reads the table')
-  t.strictSame(await cache.get('a'), { credentialVersion: 2 }, 'and remembers it')
+  table.set('a', { credentialVersion: 2, emailVerified: false })
+  t.strictSame(await cache.get('a'), { credentialVersion: 1, emailVerified: false }, 'stale until told')
+  t.strictSame(await cache.fresh('a'), { credentialVersion: 2, emailVerified: false }, 'fresh reads the table')
+  t.strictSame(await cache.get('a'), { credentialVersion: 2, emailVerified: false }, 'and remembers it')
 
   t.equal(await cache.get('nobody'), undefined, 'a user that does not exist')
   t.equal(cache.size, 1, 'is not remembered')
@@ -37,7 +37,7 @@ t.test('UserFactsCache: one read per miss, then from memory; fresh always reads'
 })
 
 t.test('UserFactsCache: forget and clear; a slower read never moves an entry back', async (t) => {
-  const table = new Map([['a', { credentialVersion: 3 }]])
+  const table = new Map([['a', { credentialVersion: 3, emailVerified: false }]])
   const { cache, reads } = cacheOver(table)
   await cache.get('a')
   cache.forget('a')
@@ -51,16 +51,16 @@ t.test('UserFactsCache: forget and clear; a slower read never moves an entry bac
   const slow = new UserFactsCache(async () => {
     if (releaseOld === undefined) {
       await new Promise<void>((resolve) => { releaseOld = resolve })
-      return { credentialVersion: 3 }
+      return { credentialVersion: 3, emailVerified: false }
     }
-    return { credentialVersion: 4 }
+    return { credentialVersion: 4, emailVerified: false }
   })
   const older = slow.fresh('a')
   await new Promise((resolve) => setImmediate(resolve))
   await slow.fresh('a')
   releaseOld()
-  t.strictSame(await older, { credentialVersion: 3 }, 'the slow read answers what it read')
-  t.strictSame(await slow.get('a'), { credentialVersion: 4 }, 'but the cache keeps the newer version')
+  t.strictSame(await older, { credentialVersion: 3, emailVerified: false }, 'the slow read answers what it read')
+  t.strictSame(await slow.get('a'), { credentialVersion: 4, emailVerified: false }, 'but the cache keeps the newer version')
 })
 
 t.test('a password change on one instance makes every other forget the user\'s cached facts', { skip: skipUnless({ postgres: true, redis: true }) }, async (t) => {

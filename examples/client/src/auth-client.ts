@@ -16,13 +16,23 @@
  * - When the session is over (`REFRESH_TOKEN_*`, or an access token revoked
  *   or invalid) the tokens are dropped, `onLoginRequired` is called once, and
  *   the call fails with LoginRequiredError: time to show the login page.
+ * - Account recovery and changes (password reset, address verification,
+ *   email change, deletion) are one call each; the mailed links carry their
+ *   token in the URL fragment, which the application's page passes in.
  */
 
+/** The signed-in user, as `GET /users/me` answers. */
 export interface User {
   id: string
   email: string
+  /** The address was proven by a mailed link (or a completed password reset). */
+  emailVerified: boolean
+  roles: string[]
   createdAt: string
 }
+
+/** A new account, as `POST /auth/signup` answers. */
+export type NewUser = Pick<User, 'id' | 'email' | 'createdAt'>
 
 interface TokenPair {
   accessToken: string
@@ -113,8 +123,9 @@ export class AuthClient {
     return this.#accessToken !== undefined
   }
 
-  async signup (email: string, password: string): Promise<User> {
-    return this.#readJson<User>(await this.#post('/auth/signup', { email, password }))
+  /** Creates an account; the service mails a verification link to the address. EMAIL_TAKEN when it has an account. */
+  async signup (email: string, password: string): Promise<NewUser> {
+    return this.#readJson<NewUser>(await this.#post('/auth/signup', { email, password }))
   }
 
   async login (email: string, password: string): Promise<void> {
@@ -133,6 +144,76 @@ export class AuthClient {
   /** The signed-in user. */
   async me (): Promise<User> {
     return this.json<User>('/users/me')
+  }
+
+  /*
+   * Account recovery and changes. The links the service mails carry their
+   * token in the fragment (`…/reset-password#token=…`), which the browser
+   * never sends to a server: the page that opens it reads `location.hash`
+   * and calls resetPassword() or verifyEmail() with it. Errors are
+   * AuthServiceError; branch on `code`.
+   */
+
+  /**
+   * Mails a password-reset link if an account has this email. Resolves the
+   * same way whether or not one does (the service answers 202 either way):
+   * tell the user to check their mail. RATE_LIMITED when asked too often.
+   */
+  async requestPasswordReset (email: string): Promise<void> {
+    await this.#readJson(await this.#post('/auth/password-reset/request', { email }))
+  }
+
+  /**
+   * Sets a new password with the token of a reset link. Every session of the
+   * account ends (this client's too, if it was signed in to it): log in with
+   * the new password. LINK_TOKEN_INVALID: the link is unknown, used, replaced
+   * by a newer one or expired; VALIDATION_ERROR: the password is not 8 to 256
+   * characters.
+   */
+  async resetPassword (token: string, newPassword: string): Promise<void> {
+    await this.#readJson(await this.#post('/auth/password-reset', { token, newPassword }))
+  }
+
+  /**
+   * Mails a new verification link: for the account of `email`, or without it
+   * for the signed-in user (a session is needed then). Resolves the same way
+   * whatever the account, as requestPasswordReset does; an address already
+   * verified gets no mail.
+   */
+  async requestEmailVerification (email?: string): Promise<void> {
+    if (email === undefined) await this.json('/auth/verify-email/request', { method: 'POST' })
+    else await this.#readJson(await this.#post('/auth/verify-email/request', { email }))
+  }
+
+  /**
+   * Verifies an address with the token of a verification link, or completes
+   * an email change with the token mailed to the new address. Access tokens
+   * say `email_verified` from the next refresh. LINK_TOKEN_INVALID; for an
+   * email change, EMAIL_TAKEN when another account took the address since
+   * (the link is spent: ask for the change again).
+   */
+  async verifyEmail (token: string): Promise<void> {
+    await this.#readJson(await this.#post('/auth/verify-email', { token }))
+  }
+
+  /**
+   * Asks to move the signed-in account to `newEmail`, with its password: a
+   * link goes to the new address, and the email changes only when it is
+   * followed (verifyEmail). INVALID_CREDENTIALS: a wrong password (the
+   * session goes on); EMAIL_TAKEN: an account has the address.
+   */
+  async changeEmail (newEmail: string, password: string): Promise<void> {
+    await this.json('/users/me/email', { method: 'POST', body: { newEmail, password } })
+  }
+
+  /**
+   * Deletes the signed-in account, with its password; every session ends and
+   * this client forgets its tokens (onLoginRequired is not called: nobody is
+   * to log in). INVALID_CREDENTIALS: a wrong password, and nothing happened.
+   */
+  async deleteAccount (password: string): Promise<void> {
+    await this.json('/users/me', { method: 'DELETE', body: { password } })
+    this.#forget()
   }
 
   /**
