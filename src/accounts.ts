@@ -145,14 +145,16 @@ export class AccountService {
   /**
    * Mails a link to the new address; the email changes when it is followed.
    * Needs the current password. EMAIL_TAKEN when an account has the address
-   * now (and again when the link is followed).
+   * now (and again when the link is followed). The current address is told,
+   * so an owner whose password is known to someone else hears of it in time.
    */
   async requestEmailChange (userId: string, newEmail: string, password: string): Promise<void> {
-    const { users, links } = this.deps
-    await this.#checkPassword(userId, password)
+    const { users, links, mail } = this.deps
+    const user = await this.#checkPassword(userId, password)
     const existing = await users.findByEmail(newEmail)
     if (existing !== undefined) throw new ServiceError('EMAIL_TAKEN')
-    await this.#issue('email_change', (options) => links.issueForUser('email_change', userId, { ...options, address: newEmail }))
+    const issued = await this.#issue('email_change', (options) => links.issueForUser('email_change', userId, { ...options, address: newEmail }))
+    if (issued !== undefined) mail.send(user.email, { kind: 'email_change_requested', newEmail: issued.recipient.email })
   }
 
   /**

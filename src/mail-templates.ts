@@ -4,6 +4,8 @@ export type MailTemplate =
   | { kind: 'email_verification', link: string, expiresAt: Date }
   /** Sent to the new address: following the link confirms it. */
   | { kind: 'email_change', link: string, expiresAt: Date, newEmail: string }
+  /** Sent to the current address when a change is asked for: whoever knew the password may be taking the account. */
+  | { kind: 'email_change_requested', newEmail: string }
   /** Sent to the old address once the change is done. */
   | { kind: 'email_changed', newEmail: string }
   /** After POST /auth/password (`changed`) or a completed reset (`reset`). */
@@ -18,6 +20,7 @@ const KINDS: Record<MailKind, true> = {
   password_reset: true,
   email_verification: true,
   email_change: true,
+  email_change_requested: true,
   email_changed: true,
   password_changed: true,
   refresh_token_reused: true,
@@ -88,6 +91,16 @@ function contentOf (template: MailTemplate): MailContent {
         ],
         action: linkAction('Confirm my new email address', template),
         ifNotYou: 'If you did not ask for this, ignore this message: nothing changes.'
+      }
+    case 'email_change_requested':
+      return {
+        subject: 'A change of your email address was requested',
+        paragraphs: [
+          `Someone signed in to your account asked to move it to the address ${template.newEmail}.`,
+          'A link was mailed to that address; the change happens only if it is opened. Until then this address stays the account\'s.'
+        ],
+        // Changing the password cancels a pending email change (the one asked for under the old password).
+        ifNotYou: 'If this was not you, change your password at once: that cancels the change and signs out every other session.'
       }
     case 'email_changed':
       return {

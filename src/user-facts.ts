@@ -18,6 +18,8 @@ const USER_FACTS_KEPT = 10_000
  */
 export class UserFactsCache {
   readonly #facts: LRUCache<string, UserFacts>
+  /** Raised by every forget and clear (see fresh). */
+  #forgets = 0
 
   constructor (private readonly load: (userId: string) => Promise<UserFacts | undefined>, max = USER_FACTS_KEPT) {
     this.#facts = new LRUCache({ max })
@@ -30,11 +32,15 @@ export class UserFactsCache {
 
   /** The user's facts as the database has them now, remembered. */
   async fresh (userId: string): Promise<UserFacts | undefined> {
+    const forgets = this.#forgets
     const facts = await this.load(userId)
     if (facts === undefined) {
       this.#facts.delete(userId)
       return undefined
     }
+    // A read under way when the user changed may hold the old row (a change that keeps the version,
+    // a verified address, say): answered, not remembered.
+    if (forgets !== this.#forgets) return facts
     // Versions only rise: a slower read that finishes after a newer one does not move the entry back.
     const known = this.#facts.peek(userId)
     if (known === undefined || known.credentialVersion <= facts.credentialVersion) this.#facts.set(userId, facts)
@@ -42,10 +48,12 @@ export class UserFactsCache {
   }
 
   forget (userId: string): void {
+    this.#forgets++
     this.#facts.delete(userId)
   }
 
   clear (): void {
+    this.#forgets++
     this.#facts.clear()
   }
 

@@ -38,6 +38,7 @@ const SAMPLES: Record<MailKind, MailTemplate> = {
   password_reset: { kind: 'password_reset', link: LINK, expiresAt: EXPIRES_AT },
   email_verification: { kind: 'email_verification', link: LINK.replace('reset-password', 'verify-email'), expiresAt: EXPIRES_AT },
   email_change: { kind: 'email_change', link: LINK.replace('reset-password', 'verify-email'), expiresAt: EXPIRES_AT, newEmail: 'new@example.com' },
+  email_change_requested: { kind: 'email_change_requested', newEmail: 'new@example.com' },
   email_changed: { kind: 'email_changed', newEmail: 'new@example.com' },
   password_changed: { kind: 'password_changed', how: 'changed' },
   refresh_token_reused: { kind: 'refresh_token_reused', at: new Date(Date.UTC(2030, 5, 15, 13, 5)), ip: '203.0.113.7' },

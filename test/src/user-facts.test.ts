@@ -63,6 +63,28 @@ t.test('UserFactsCache: forget and clear; a slower read never moves an entry bac
   t.strictSame(await slow.get('a'), { credentialVersion: 4, emailVerified: false }, 'but the cache keeps the newer version')
 })
 
+t.test('UserFactsCache: a read under way when the user changes (same version) is answered, not remembered', async (t) => {
+  // An address verified while a read of the old row is in flight: the version is the same, the facts are not.
+  const table = new Map([['a', { credentialVersion: 2, emailVerified: false }]])
+  let release!: () => void
+  let held = true
+  const cache = new UserFactsCache(async (userId) => {
+    const facts = table.get(userId)
+    if (held) {
+      held = false
+      await new Promise<void>((resolve) => { release = resolve })
+    }
+    return facts
+  })
+  const inFlight = cache.fresh('a')
+  await new Promise((resolve) => setImmediate(resolve))
+  table.set('a', { credentialVersion: 2, emailVerified: true })
+  cache.forget('a')
+  release()
+  t.strictSame(await inFlight, { credentialVersion: 2, emailVerified: false }, 'the read answers what it read')
+  t.strictSame(await cache.get('a'), { credentialVersion: 2, emailVerified: true }, 'but the cache reads again: the verified address')
+})
+
 t.test('a password change on one instance makes every other forget the user\'s cached facts', { skip: skipUnless({ postgres: true, redis: true }) }, async (t) => {
   const database = await testDatabase(t, { real: true })
   const { redis, prefix } = await testRedis(t)
