@@ -19,6 +19,7 @@ async function sessionsPlugin (fastify: FastifyInstance): Promise<void> {
     users: fastify.userFacts,
     events: fastify.securityEvents,
     refreshed: (outcome) => fastify.metrics.refresh(outcome),
+    // Read when a reuse happens: the accounts plugin is registered after this one (it ends sessions through it).
     reuseDetected: (userId, client) => fastify.accounts.notifyReuse(userId, client),
     issueAccessToken: (userId, sessionId, notAfter, facts) => fastify.accessTokens.issue(userId, sessionId, notAfter, facts)
   }))

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { AcceptedResponse, EmailBody, LinkTokenBody, OptionalEmailBody, PasswordResetBody } from './schemas.js'
 import { clientOf } from '../plugins/shared/client.js'
-import { documented, errorResponses } from '../plugins/shared/openapi.js'
+import { ACCESS_TOKEN_ERRORS, documented, errorResponses } from '../plugins/shared/openapi.js'
 import { defaultToEmptyBody, normalizeEmailField } from '../plugins/shared/request-body.js'
 import { ServiceError } from '../src/errors.js'
 
@@ -88,7 +88,7 @@ const accountLinkRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       body: Type.Optional(OptionalEmailBody),
       response: {
         202: documented(AcceptedResponse, { description: 'Accepted: a link is mailed if the account is unverified' }),
-        ...errorResponses('ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED', ...BODY_ERRORS)
+        ...errorResponses(...ACCESS_TOKEN_ERRORS, ...BODY_ERRORS)
       }
     }
   }, async (request, reply) => {

@@ -5,7 +5,7 @@ import { ServiceError } from '../src/errors.js'
 import type { LoginOutcome } from '../src/metrics.js'
 import { RateLimitedError } from '../src/rate-limited.js'
 import { Credentials, NewUserResponse, PasswordChangeBody, RefreshTokenBody, SET_REFRESH_COOKIE_HEADER, SignupBody, TokenPairResponse, userResponseOf } from './schemas.js'
-import { documented, errorResponses } from '../plugins/shared/openapi.js'
+import { ACCESS_TOKEN_ERRORS, documented, errorResponses } from '../plugins/shared/openapi.js'
 import { clientOf } from '../plugins/shared/client.js'
 import { defaultToEmptyBody, normalizeEmailField } from '../plugins/shared/request-body.js'
 import { deadRefreshTokenOutcome, type TokenPair } from '../src/sessions.js'
@@ -170,8 +170,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       body: PasswordChangeBody,
       response: {
         204: Type.Null({ description: 'Password changed; the other sessions are revoked' }),
-        ...errorResponses('INVALID_CREDENTIALS', 'ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID',
-          'ACCESS_TOKEN_REVOKED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
+        ...errorResponses('INVALID_CREDENTIALS', ...ACCESS_TOKEN_ERRORS, 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
       }
     }
   }, async (request, reply) => {

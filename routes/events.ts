@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { parseEventCursor } from '../src/security-events.js'
 import { EventPageQuery, SecurityEventPage, eventResponseOf } from './schemas.js'
-import { documented, errorResponses } from '../plugins/shared/openapi.js'
+import { ACCESS_TOKEN_ERRORS, documented, errorResponses } from '../plugins/shared/openapi.js'
 
 /** The signed-in user's own security events. */
 const eventRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -19,7 +19,7 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       querystring: EventPageQuery,
       response: {
         200: documented(SecurityEventPage, { description: 'A page of my events, newest first' }),
-        ...errorResponses('ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED', 'STORE_UNAVAILABLE')
+        ...errorResponses(...ACCESS_TOKEN_ERRORS, 'STORE_UNAVAILABLE')
       }
     }
   }, async (request) => {

@@ -3,10 +3,10 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { SET_REFRESH_COOKIE_HEADER, SessionList, SessionParams } from './schemas.js'
 import { clientOf } from '../plugins/shared/client.js'
-import { documented, errorResponses } from '../plugins/shared/openapi.js'
+import { ACCESS_TOKEN_ERRORS, documented, errorResponses } from '../plugins/shared/openapi.js'
 import type { Caller } from '../src/sessions.js'
 
-const ACCESS_ERRORS = ['ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED', 'STORE_UNAVAILABLE'] as const
+const ACCESS_ERRORS = [...ACCESS_TOKEN_ERRORS, 'STORE_UNAVAILABLE'] as const
 /** These routes take no body, but a POST or DELETE may come with one: too large or not JSON, it is refused. */
 const BODY_ERRORS = ['PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE'] as const
 const iso = (ms: number): string => new Date(ms).toISOString()

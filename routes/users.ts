@@ -2,10 +2,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { ServiceError } from '../src/errors.js'
 import { AcceptedResponse, EmailChangeBody, PasswordBody, UserResponse, userResponseOf } from './schemas.js'
-import { documented, errorResponses } from '../plugins/shared/openapi.js'
+import { ACCESS_TOKEN_ERRORS, documented, errorResponses } from '../plugins/shared/openapi.js'
 import { normalizeEmailField } from '../plugins/shared/request-body.js'
 
-const ACCESS_ERRORS = ['ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED'] as const
 const BODY_ERRORS = ['VALIDATION_ERROR', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE'] as const
 
 const userRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -18,7 +17,7 @@ const userRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         'with the `accessToken` from `POST /auth/login`).',
       response: {
         200: documented(UserResponse, { description: 'The signed-in user\'s account' }),
-        ...errorResponses('ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED', 'STORE_UNAVAILABLE')
+        ...errorResponses(...ACCESS_TOKEN_ERRORS, 'STORE_UNAVAILABLE')
       }
     }
   }, (request, reply) => {
@@ -51,7 +50,7 @@ const userRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       body: EmailChangeBody,
       response: {
         202: documented(AcceptedResponse, { description: 'A link to confirm the new address is on its way' }),
-        ...errorResponses('INVALID_CREDENTIALS', 'EMAIL_TAKEN', ...ACCESS_ERRORS, ...BODY_ERRORS)
+        ...errorResponses('INVALID_CREDENTIALS', 'EMAIL_TAKEN', ...ACCESS_TOKEN_ERRORS, ...BODY_ERRORS)
       }
     }
   }, async (request, reply) => {
@@ -71,7 +70,7 @@ const userRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       body: PasswordBody,
       response: {
         204: Type.Null({ description: 'The account is deleted' }),
-        ...errorResponses('INVALID_CREDENTIALS', ...ACCESS_ERRORS, ...BODY_ERRORS)
+        ...errorResponses('INVALID_CREDENTIALS', ...ACCESS_TOKEN_ERRORS, ...BODY_ERRORS)
       }
     }
   }, async (request, reply) => {

@@ -69,6 +69,9 @@ const errorBody = (codes: ErrorCode[]) => Type.Object({
  */
 const ALWAYS_POSSIBLE_ERRORS: ErrorCode[] = ['VALIDATION_ERROR', 'RATE_LIMITED', 'INTERNAL_ERROR']
 
+/** What the access-token hook answers on a protected route (plugins/auth.ts): every route that takes a token documents them. */
+export const ACCESS_TOKEN_ERRORS = ['ACCESS_TOKEN_MISSING', 'ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED'] as const
+
 /**
  * The `response` entries for the errors a route can answer, grouped by
  * status, each documenting its codes (and ALWAYS_POSSIBLE_ERRORS).
