@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import { bigint, boolean, index, integer, pgTable, primaryKey, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
+import { bigint, boolean, check, index, integer, pgTable, primaryKey, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
 
 export const users = pgTable('users', {
   id: uuid('id').primaryKey().defaultRandom(),
@@ -14,10 +14,22 @@ export const users = pgTable('users', {
   credentialVersion: integer('credential_version').notNull().default(0),
   // Proven by following a link mailed to the address (or by completing a password reset).
   emailVerified: boolean('email_verified').notNull().default(false),
+  // Role names (API.md, "Roles and administration"), sorted and unique; copied into access tokens.
+  roles: text('roles').array().notNull().default(sql`'{}'::text[]`),
+  // Set by an admin: the account can neither log in nor refresh.
+  disabled: boolean('disabled').notNull().default(false),
+  // Raised by every change of roles or disabled, made under one lock: orders the
+  // changes instances tell each other, whatever order they arrive in.
+  accessVersion: integer('access_version').notNull().default(0),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow()
 }, (table) => [
-  uniqueIndex('users_email_lower_key').on(sql`lower(${table.email})`)
+  uniqueIndex('users_email_lower_key').on(sql`lower(${table.email})`),
+  // "Users with role X" (roles @> '{X}'), the last-admin check among them.
+  index('users_roles_idx').using('gin', table.roles),
+  // The admin listing, newest first, paged by (created_at, id).
+  index('users_created_at_id_idx').on(table.createdAt.desc(), table.id.desc()),
+  check('users_roles_limit', sql`cardinality(${table.roles}) <= 32`)
 ])
 
 export type UserRow = typeof users.$inferSelect
@@ -87,7 +99,9 @@ export const securityEvents = pgTable('security_events', {
   // A user's events newest first, paged by (at, id).
   index('security_events_user_at_idx').on(table.userId, table.at.desc(), table.id.desc()),
   // Pruning and the admin listing read by time.
-  index('security_events_at_idx').on(table.at.desc(), table.id.desc())
+  index('security_events_at_idx').on(table.at.desc(), table.id.desc()),
+  // The admin listing filtered by type.
+  index('security_events_type_at_idx').on(table.type, table.at.desc(), table.id.desc())
 ])
 
 export type SecurityEventRow = typeof securityEvents.$inferSelect

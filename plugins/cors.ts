@@ -22,7 +22,7 @@ async function corsPlugin (fastify: FastifyInstance): Promise<void> {
   await fastify.register(fastifyCors, {
     origin: (origin, callback) => callback(null, origin !== undefined && allowed.has(origin)),
     credentials: true,
-    methods: ['GET', 'POST', 'DELETE'],
+    methods: ['GET', 'POST', 'PATCH', 'DELETE'],
     allowedHeaders: ['authorization', 'content-type'],
     exposedHeaders: EXPOSED_HEADERS,
     maxAge: 600,

@@ -24,7 +24,10 @@ async function databasePlugin (fastify: FastifyInstance, options: DatabasePlugin
   if (database === undefined) {
     database = await openDatabase(
       config.databaseUrl !== undefined ? { url: config.databaseUrl } : { dataDir: config.dataDir },
-      { onIdleError: (error) => fastify.log.warn({ err: error }, 'idle database connection failed') }
+      {
+        onIdleError: (error) => fastify.log.warn({ err: error }, 'idle database connection failed'),
+        onLockCompromised: (error) => fastify.log.error({ err: error }, 'the embedded database\'s lock was lost: another process may open it')
+      }
     )
     const owned = database
     fastify.addHook('onClose', () => owned.close())

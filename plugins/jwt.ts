@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import {
   ACCESS_TOKEN_TYP, MAX_TOKEN_LENGTH, REQUIRED_CLAIMS, accessTokenClaims, bearerToken, checkAccessClaims,
-  type AccessTokenClaims
+  type AccessTokenClaims, type AccessTokenFacts
 } from '../src/access-token.js'
 import { ServiceError, type ErrorCode } from '../src/errors.js'
 import { loadSigningKeys, type SigningKeys } from '../src/keys.js'
@@ -26,7 +26,7 @@ export type AccessTokenCallback = (...result: [error: Error, claims: undefined] 
 
 export interface AccessTokens {
   /** An access token for the session, never expiring after `notAfter` (ms): its session's end. */
-  issue(userId: string, sessionId: string, notAfter: number, facts: { emailVerified: boolean }): string
+  issue(userId: string, sessionId: string, notAfter: number, facts: AccessTokenFacts): string
   /**
    * Verifies the access token `request` presents: size, kid, signature,
    * algorithm, issuer, audience, type, claims and (unless allowed) expiry.
@@ -173,10 +173,10 @@ async function jwtPlugin (fastify: FastifyInstance, options: JwtPluginOptions): 
   }
 
   const accessTokens: AccessTokens = {
-    issue: (userId, sessionId, notAfter, { emailVerified }) => fastify.jwt.sign(accessTokenClaims({
+    issue: (userId, sessionId, notAfter, facts) => fastify.jwt.sign(accessTokenClaims({
       userId,
       sessionId,
-      emailVerified,
+      facts,
       now: clock.now(),
       ttlSeconds: config.accessTokenTtl,
       notAfter,

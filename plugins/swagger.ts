@@ -5,7 +5,8 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { IsOptional, type TSchema } from 'typebox'
 import { packageVersion } from '../src/paths.js'
-import { DOCS_PREFIX, isDocsRoute } from './shared/docs.js'
+import { DOCS_PREFIX } from './shared/docs.js'
+import { describeRoles, routeAccessOf } from './shared/route-access.js'
 import { REFRESH_COOKIE, REFRESH_COOKIE_PATH } from './shared/refresh-cookie.js'
 
 const DESCRIPTION = `Signup, login, rotating refresh tokens and JWKS-verifiable access tokens.
@@ -124,8 +125,14 @@ const swaggerUiOptions: FastifySwaggerUiOptions = {
  */
 async function swaggerPlugin (fastify: FastifyInstance): Promise<void> {
   fastify.addHook('onRoute', (route) => {
-    if (route.config?.public === true || isDocsRoute(route.url)) return
+    const access = routeAccessOf(route.url, route.config)
+    if (access.kind === 'public') return
     route.schema = { ...route.schema, security: [{ bearerAuth: [] }] }
+    if (access.kind === 'roles') {
+      const { description, summary } = route.schema
+      route.schema.summary = `${summary ?? route.url} (role ${access.roles.join(', ')})`
+      route.schema.description = description === undefined ? describeRoles(access.roles) : `${describeRoles(access.roles)} ${description}`
+    }
   })
 
   await fastify.register(fastifySwagger, {
@@ -141,6 +148,7 @@ async function swaggerPlugin (fastify: FastifyInstance): Promise<void> {
         { name: 'sessions', description: 'The signed-in user\'s sessions (devices) and security events' },
         { name: 'users', description: 'The signed-in user: profile, email change, deletion' },
         { name: 'account', description: 'Links mailed to the account: password reset and email verification' },
+        { name: 'admin', description: 'For accounts with the role admin: find users, change roles, disable, delete, end sessions, read events' },
         { name: 'keys', description: 'Verifying access tokens: public keys, introspection' },
         { name: 'health', description: 'Readiness, liveness and metrics' }
       ],

@@ -13,7 +13,9 @@ async function userFactsPlugin (fastify: FastifyInstance): Promise<void> {
   const { users } = fastify
   fastify.decorate('userFacts', new UserFactsCache(async (userId) => {
     const user = await users.findById(userId)
-    return user === undefined ? undefined : { credentialVersion: user.credentialVersion, emailVerified: user.emailVerified }
+    if (user === undefined) return undefined
+    const { credentialVersion, emailVerified, roles, disabled } = user
+    return { credentialVersion, emailVerified, roles, disabled }
   }))
 }
 

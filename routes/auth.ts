@@ -19,6 +19,7 @@ function sendPair (reply: FastifyReply, pair: TokenPair): TokenPair {
 function loginOutcomeOf (error: unknown): LoginOutcome {
   if (error instanceof ServiceError && error.code === 'INVALID_CREDENTIALS') return 'invalid_credentials'
   if (error instanceof ServiceError && error.code === 'EMAIL_NOT_VERIFIED') return 'email_not_verified'
+  if (error instanceof ServiceError && error.code === 'ACCOUNT_DISABLED') return 'account_disabled'
   return error instanceof RateLimitedError ? 'busy' : 'unavailable'
 }
 
@@ -60,12 +61,13 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       description: 'Opens a session: answers a token pair and sets the refresh_token cookie. Send the `accessToken` as ' +
         '`Authorization: Bearer <accessToken>` (in Swagger UI: "Authorize"). A wrong email and a wrong password get the ' +
         'same answer, in the same time. Attempts are limited per client address and per email (LOGIN_RATE_LIMIT). ' +
-        'With REQUIRE_VERIFIED_EMAIL=true, an account whose address is not verified yet gets `EMAIL_NOT_VERIFIED` ' +
-        '(only after a correct password).',
+        'A disabled account gets `ACCOUNT_DISABLED`; with REQUIRE_VERIFIED_EMAIL=true, an account whose address is not ' +
+        'verified yet gets `EMAIL_NOT_VERIFIED` (both only after a correct password). The access token carries the ' +
+        'user\'s `roles`.',
       body: Credentials,
       response: {
         200: documented(TokenPairResponse, { description: 'Logged in: a token pair, and the refresh_token cookie', headers: SET_REFRESH_COOKIE_HEADER }),
-        ...errorResponses('INVALID_CREDENTIALS', 'EMAIL_NOT_VERIFIED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
+        ...errorResponses('INVALID_CREDENTIALS', 'ACCOUNT_DISABLED', 'EMAIL_NOT_VERIFIED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
       }
     }
   }, async (request, reply) => {
@@ -83,6 +85,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         throw new ServiceError('INVALID_CREDENTIALS')
       }
       // Only after a correct password: a 403 tells nothing to whoever does not know it.
+      if (user.disabled) throw new ServiceError('ACCOUNT_DISABLED')
       if (config.requireVerifiedEmail && !user.emailVerified) throw new ServiceError('EMAIL_NOT_VERIFIED')
       accounts.upgradeHash(user, password)
       const pair = await sessions.open(user, client)
@@ -112,7 +115,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: {
         200: documented(TokenPairResponse, { description: 'A new token pair, and the refresh_token cookie', headers: SET_REFRESH_COOKIE_HEADER }),
         ...errorResponses('REFRESH_TOKEN_MISSING', 'REFRESH_TOKEN_EXPIRED', 'REFRESH_TOKEN_INVALID',
-          'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
+          'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED', 'ACCOUNT_DISABLED', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'STORE_UNAVAILABLE')
       }
     }
   }, async (request, reply) => {

@@ -24,7 +24,8 @@ const eventRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const { limit = 20, before } = request.query
-    const page = await securityEventStore.listForUser(request.auth!.sub, {
+    const page = await securityEventStore.list({
+      userId: request.auth!.sub,
       limit,
       before: before === undefined ? undefined : parseEventCursor(before)
     })

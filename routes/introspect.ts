@@ -18,10 +18,11 @@ const Introspection = Type.Object({
   exp: Type.Optional(Type.Integer()),
   iss: Type.Optional(Type.String()),
   aud: Type.Optional(Type.String()),
-  token_type: Type.Optional(Type.Literal('Bearer'))
+  token_type: Type.Optional(Type.Literal('Bearer')),
+  roles: Type.Optional(Type.Array(Type.String(), { description: 'The roles the token carries' }))
 }, {
   description: 'RFC 7662: the claims of an active access token, or only `active: false`',
-  examples: [{ active: true, sub: '5f1c…', sid: '01a2…', jti: '8ef4…', iat: 1795439013, exp: 1795439613, iss: 'auth-service', aud: 'api', token_type: 'Bearer' }, { active: false }]
+  examples: [{ active: true, sub: '5f1c…', sid: '01a2…', jti: '8ef4…', iat: 1795439013, exp: 1795439613, iss: 'auth-service', aud: 'api', token_type: 'Bearer', roles: ['billing'] }, { active: false }]
 })
 
 /**
@@ -62,8 +63,8 @@ const introspectionRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
     if (revocations.rejects(claims)) return { active: false }
     if (!await sessions.isLiveSessionOf(claims.sub, claims.sid)) return { active: false }
-    const { sub, sid, jti, iat, exp, iss, aud } = claims
-    return { active: true, sub, sid, jti, iat, exp, iss, aud, token_type: 'Bearer' as const }
+    const { sub, sid, jti, iat, exp, iss, aud, roles = [] } = claims
+    return { active: true, sub, sid, jti, iat, exp, iss, aud, token_type: 'Bearer' as const, roles }
   })
 }
 

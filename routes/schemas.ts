@@ -1,8 +1,10 @@
 import { Type, type Static } from 'typebox'
 import type { HeadersDocumentation } from '../plugins/shared/openapi.js'
 import { MAX_TOKEN_LENGTH } from '../src/access-token.js'
+import { MAX_ROLES, ROLE_NAME_PATTERN } from '../src/roles.js'
 import { SECURITY_EVENT_TYPES, type SecurityEvent, type SecurityEventType } from '../src/security-events.js'
-import type { UserProfile } from '../src/users.js'
+import type { ListedSession } from '../src/sessions.js'
+import type { User, UserProfile } from '../src/users.js'
 
 /*
  * Request and response shapes of the routes. Each one validates, serializes
@@ -51,17 +53,76 @@ export const RefreshTokenBody = Type.Object({
   examples: [{}]
 })
 
+const RoleName = Type.String({ pattern: ROLE_NAME_PATTERN, description: 'A lower-case letter, then up to 31 of a-z, 0-9, _ and -', examples: ['admin'] })
+
+const Roles = Type.Array(RoleName, {
+  maxItems: MAX_ROLES,
+  uniqueItems: true,
+  description: `At most ${MAX_ROLES}; copied into the \`roles\` claim of access tokens`,
+  examples: [['admin', 'billing']]
+})
+
 export const UserResponse = Type.Object({
   id: Type.String({ format: 'uuid', examples: [EXAMPLE_USER_ID] }),
   email: Type.String({ examples: [EXAMPLE_EMAIL] }),
   emailVerified: Type.Boolean({ description: 'Whether the address was proven by a mailed link (or a password reset)' }),
+  roles: Roles,
   createdAt: Type.String({ format: 'date-time', examples: ['2030-01-01T09:30:00.000Z'] })
-}, { examples: [{ id: EXAMPLE_USER_ID, email: EXAMPLE_EMAIL, emailVerified: true, createdAt: '2030-01-01T09:30:00.000Z' }] })
+}, { examples: [{ id: EXAMPLE_USER_ID, email: EXAMPLE_EMAIL, emailVerified: true, roles: [], createdAt: '2030-01-01T09:30:00.000Z' }] })
 
 /** A user as the API shows one: no secret, the creation time in ISO 8601. */
-export function userResponseOf ({ id, email, emailVerified, createdAt }: UserProfile): Static<typeof UserResponse> {
-  return { id, email, emailVerified, createdAt: createdAt.toISOString() }
+export function userResponseOf ({ id, email, emailVerified, roles, createdAt }: UserProfile): Static<typeof UserResponse> {
+  return { id, email, emailVerified, roles, createdAt: createdAt.toISOString() }
 }
+
+const EXAMPLE_ADMIN_USER = {
+  id: EXAMPLE_USER_ID, email: EXAMPLE_EMAIL, emailVerified: true, roles: ['billing'], disabled: false, createdAt: '2030-01-01T09:30:00.000Z'
+}
+
+/** A user as an admin sees one. */
+export const AdminUser = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  email: Type.String(),
+  emailVerified: Type.Boolean(),
+  roles: Roles,
+  disabled: Type.Boolean({ description: 'Disabled accounts can neither log in nor refresh (`ACCOUNT_DISABLED`)' }),
+  createdAt: Type.String({ format: 'date-time' })
+}, { examples: [EXAMPLE_ADMIN_USER] })
+
+export function adminUserResponseOf ({ id, email, emailVerified, roles, disabled, createdAt }: User): Static<typeof AdminUser> {
+  return { id, email, emailVerified, roles, disabled, createdAt: createdAt.toISOString() }
+}
+
+export const AdminUserPage = Type.Object({
+  users: Type.Array(AdminUser),
+  next: Type.Union([Type.String(), Type.Null()], { description: 'Pass as `cursor` for the next page; null on the last page' })
+}, { examples: [{ users: [EXAMPLE_ADMIN_USER], next: 'MTc5NjY0OTYwMDAwMDAwMC41ZjFjMmE5ZQ' }] })
+
+export const AdminUserQuery = Type.Object({
+  query: Type.Optional(Type.String({
+    maxLength: 254,
+    // No email holds a NUL, and PostgreSQL refuses one in text.
+    pattern: '^[^\\u0000]*$',
+    description: 'Part of the email, any case; `%` and `_` are plain characters. Empty or absent: every user',
+    examples: ['example.com']
+  })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Users a page: 20 unless given, at most 100' })),
+  cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'The `next` of the previous page' }))
+}, { additionalProperties: false })
+
+export const AdminUserParams = Type.Object({
+  id: Type.String({ format: 'uuid', description: 'The user\'s id', examples: [EXAMPLE_USER_ID] })
+})
+
+export const AdminUserPatch = Type.Object({
+  roles: Type.Optional(Roles),
+  disabled: Type.Optional(Type.Boolean({ description: '`true` ends every session of the account at once' }))
+}, {
+  additionalProperties: false,
+  minProperties: 1,
+  description: '`roles` replaces the whole set',
+  examples: [{ roles: ['admin', 'billing'] }, { disabled: true }]
+})
 
 /** A new user, as signup answers it: API.md's `{ id, email, createdAt }` (a new address is never verified yet). */
 export const NewUserResponse = Type.Object({
@@ -140,6 +201,18 @@ export const SessionList = Type.Array(Session, {
   }]]
 })
 
+const iso = (ms: number): string => new Date(ms).toISOString()
+
+/** A session as the API lists it. */
+export function sessionResponseOf (session: ListedSession): Static<typeof Session> {
+  return { ...session, createdAt: iso(session.createdAt), lastUsedAt: iso(session.lastUsedAt), expiresAt: iso(session.expiresAt) }
+}
+
+export const AdminUserDetail = Type.Object({
+  ...AdminUser.properties,
+  sessions: Type.Array(Session, { description: 'The live sessions, oldest first, as `GET /auth/sessions` lists them (`current`: the admin\'s own)' })
+}, { examples: [{ ...EXAMPLE_ADMIN_USER, sessions: [] }] })
+
 export const SessionParams = Type.Object({
   id: Type.String({ format: 'uuid', description: 'A session id from GET /auth/sessions', examples: [EXAMPLE_SESSION_ID] })
 })
@@ -214,10 +287,36 @@ export const SecurityEventPage = Type.Object({
   next: Type.Union([Type.String(), Type.Null()], { description: 'Pass as `before` for older events; null on the last page' })
 }, { examples: [{ events: [EXAMPLE_EVENT], next: 'MTc5NjY0OTYwMDAwMC4xMDQy' }] })
 
-/** An event as the API shows it to its user. */
+/**
+ * An event as the API shows it to its user. Where an admin acted on the
+ * account, the admin's address and user agent are the admin's to keep: only
+ * the admin's id is shown (the admin listing shows everything).
+ */
 export function eventResponseOf (event: SecurityEvent): Static<typeof SecurityEventResponse> {
-  const { id, type, at, ip, userAgent, sessionId, actorId } = event
-  return { id, type, at: at.toISOString(), ip, userAgent, sessionId, actorId }
+  const { id, type, at, ip, userAgent, sessionId, actorId, userId } = event
+  const byAnother = actorId !== null && actorId !== userId
+  return { id, type, at: at.toISOString(), ip: byAnother ? null : ip, userAgent: byAnother ? null : userAgent, sessionId, actorId }
+}
+
+export const AdminEventQuery = Type.Object({
+  userId: Type.Optional(Type.String({ format: 'uuid', description: 'Only this user\'s events' })),
+  type: Type.Optional(Type.Unsafe<SecurityEventType>({ type: 'string', enum: [...SECURITY_EVENT_TYPES], description: 'Only events of this type' })),
+  ...EventPageQuery.properties
+}, { additionalProperties: false })
+
+const AdminSecurityEvent = Type.Object({
+  ...SecurityEventResponse.properties,
+  userId: Type.Union([Type.String(), Type.Null()], { description: 'The account; null for a failed login or a reset request of an unknown email' })
+})
+
+export const AdminEventPage = Type.Object({
+  events: Type.Array(AdminSecurityEvent),
+  next: Type.Union([Type.String(), Type.Null()], { description: 'Pass as `before` for older events; null on the last page' })
+}, { examples: [{ events: [{ ...EXAMPLE_EVENT, userId: EXAMPLE_USER_ID }], next: 'MTc5NjY0OTYwMDAwMC4xMDQy' }] })
+
+export function adminEventResponseOf (event: SecurityEvent): Static<typeof AdminSecurityEvent> {
+  const { id, type, at, ip, userAgent, sessionId, actorId, userId } = event
+  return { id, type, at: at.toISOString(), ip, userAgent, sessionId, actorId, userId }
 }
 
 const EXAMPLE_JWKS = {

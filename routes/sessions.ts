@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { SET_REFRESH_COOKIE_HEADER, SessionList, SessionParams } from './schemas.js'
+import { SET_REFRESH_COOKIE_HEADER, SessionList, SessionParams, sessionResponseOf } from './schemas.js'
 import { clientOf } from '../plugins/shared/client.js'
 import { ACCESS_TOKEN_ERRORS, documented, errorResponses } from '../plugins/shared/openapi.js'
 import type { Caller } from '../src/sessions.js'
@@ -9,7 +9,6 @@ import type { Caller } from '../src/sessions.js'
 const ACCESS_ERRORS = [...ACCESS_TOKEN_ERRORS, 'STORE_UNAVAILABLE'] as const
 /** These routes take no body, but a POST or DELETE may come with one: too large or not JSON, it is refused. */
 const BODY_ERRORS = ['PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE'] as const
-const iso = (ms: number): string => new Date(ms).toISOString()
 const callerOf = (request: FastifyRequest): Caller => ({ ...clientOf(request), sessionId: request.auth!.sid })
 
 /** The signed-in user's sessions: list them, end one, end all, or end all others. */
@@ -27,12 +26,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const { sub, sid } = request.auth!
-    return (await sessions.list(sub, sid)).map((session) => ({
-      ...session,
-      createdAt: iso(session.createdAt),
-      lastUsedAt: iso(session.lastUsedAt),
-      expiresAt: iso(session.expiresAt)
-    }))
+    return (await sessions.list(sub, sid)).map(sessionResponseOf)
   })
 
   fastify.delete('/auth/sessions/:id', {

@@ -14,7 +14,8 @@ const userRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'getMe',
       summary: 'The signed-in user',
       description: 'The account of the access token in `Authorization: Bearer <accessToken>` (in Swagger UI: "Authorize" ' +
-        'with the `accessToken` from `POST /auth/login`).',
+        'with the `accessToken` from `POST /auth/login`). `roles` are the account\'s roles now; access tokens carry them ' +
+        'as they were at their issue (refresh for the current ones).',
       response: {
         200: documented(UserResponse, { description: 'The signed-in user\'s account' }),
         ...errorResponses(...ACCESS_TOKEN_ERRORS, 'STORE_UNAVAILABLE')
@@ -70,7 +71,7 @@ const userRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       body: PasswordBody,
       response: {
         204: Type.Null({ description: 'The account is deleted' }),
-        ...errorResponses('INVALID_CREDENTIALS', ...ACCESS_TOKEN_ERRORS, ...BODY_ERRORS)
+        ...errorResponses('INVALID_CREDENTIALS', 'LAST_ADMIN', ...ACCESS_TOKEN_ERRORS, ...BODY_ERRORS)
       }
     }
   }, async (request, reply) => {

@@ -23,6 +23,18 @@ export interface AccessTokenClaims {
   token_use: typeof TOKEN_USE
   /** Whether the user's address was verified when the token was issued (API.md, "Tokens"). */
   email_verified: boolean
+  /**
+   * The user's roles when the token was issued. Optional when verifying: a
+   * token issued before roles existed has none (it is refused by role-gated
+   * routes, and expires within ACCESS_TOKEN_TTL).
+   */
+  roles?: string[]
+}
+
+/** What an access token says of its user besides who they are. */
+export interface AccessTokenFacts {
+  emailVerified: boolean
+  roles: string[]
 }
 
 /** Seconds an access token issued at `now` lives: `ttlSeconds`, cut short by `notAfter` (its session's end, ms). */
@@ -32,13 +44,22 @@ export function accessTokenLifetime (now: number, ttlSeconds: number, notAfter: 
 
 /** The claims of a new access token: it expires `ttlSeconds` after `now`, or at `notAfter` (its session's end, ms) if sooner. */
 export function accessTokenClaims (
-  { userId, sessionId, emailVerified, now, ttlSeconds, notAfter, issuer, audience }:
-  { userId: string, sessionId: string, emailVerified: boolean, now: number, ttlSeconds: number, notAfter: number, issuer: string, audience: string }
+  { userId, sessionId, facts, now, ttlSeconds, notAfter, issuer, audience }:
+  { userId: string, sessionId: string, facts: AccessTokenFacts, now: number, ttlSeconds: number, notAfter: number, issuer: string, audience: string }
 ): AccessTokenClaims {
   const iat = Math.floor(now / 1000)
   const exp = iat + accessTokenLifetime(now, ttlSeconds, notAfter)
   return {
-    sub: userId, sid: sessionId, jti: randomUUID(), iat, exp, iss: issuer, aud: audience, token_use: TOKEN_USE, email_verified: emailVerified
+    sub: userId,
+    sid: sessionId,
+    jti: randomUUID(),
+    iat,
+    exp,
+    iss: issuer,
+    aud: audience,
+    token_use: TOKEN_USE,
+    email_verified: facts.emailVerified,
+    roles: facts.roles
   }
 }
 
@@ -57,13 +78,18 @@ export function bearerToken (authorization: string | undefined): string {
  * use of a token, a verification cache's hits included.
  */
 export function checkAccessClaims (payload: Record<string, unknown>, now: number, { allowExpired = false } = {}): AccessTokenClaims {
-  const { sub, sid, jti, iat, exp, token_use: tokenUse } = payload
+  const { sub, sid, jti, iat, exp, token_use: tokenUse, roles } = payload
   if (
     typeof sub !== 'string' || typeof sid !== 'string' || typeof jti !== 'string' ||
-    typeof iat !== 'number' || typeof exp !== 'number' || tokenUse !== TOKEN_USE
+    typeof iat !== 'number' || typeof exp !== 'number' || tokenUse !== TOKEN_USE ||
+    (roles !== undefined && !isRoleList(roles))
   ) {
     throw new ServiceError('ACCESS_TOKEN_INVALID')
   }
   if (!allowExpired && exp * 1000 <= now) throw new ServiceError('ACCESS_TOKEN_EXPIRED')
   return payload as unknown as AccessTokenClaims
+}
+
+function isRoleList (roles: unknown): roles is string[] {
+  return Array.isArray(roles) && roles.every((role) => typeof role === 'string')
 }

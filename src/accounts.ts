@@ -5,7 +5,7 @@ import { hashLinkToken, newLinkToken, type LinkKind, type LinkRecipient, type Li
 import type { MailTemplate } from './mail-templates.js'
 import type { PasswordHasher } from './passwords.js'
 import type { SecurityEventRecorder } from './security-events.js'
-import type { Caller, ClientInfo, SessionService } from './sessions.js'
+import type { AdminActor, Caller, ClientInfo, SessionService } from './sessions.js'
 import type { User, UserRepository } from './users.js'
 
 /** Where mail goes: queued, never awaited, never failing the caller (src/mail.ts). */
@@ -163,14 +163,28 @@ export class AccountService {
    * user id only, and the email is free to sign up again.
    */
   async deleteAccount (userId: string, password: string): Promise<void> {
+    await this.#delete(await this.#checkPassword(userId, password))
+  }
+
+  /** An admin deletes the account, as its user can: NOT_FOUND when there is none. */
+  async deleteByAdmin (userId: string, actor: AdminActor): Promise<void> {
+    const user = await this.deps.users.findById(userId)
+    if (user === undefined) throw new ServiceError('NOT_FOUND', 'No such user')
+    await this.#delete(user, actor)
+  }
+
+  /** LAST_ADMIN (nothing deleted or ended) when it is the last enabled admin. */
+  async #delete (user: User, actor?: AdminActor): Promise<void> {
     const { users, sessions, events } = this.deps
-    const user = await this.#checkPassword(userId, password)
-    await sessions.endAllSessions(userId, async () => {
-      if (!await users.delete(userId)) throw new ServiceError('INVALID_CREDENTIALS')
+    await sessions.endAllSessions(user.id, async () => {
+      const outcome = await users.delete(user.id)
+      if (outcome === 'last-admin') throw new ServiceError('LAST_ADMIN')
+      // Deleted meanwhile by someone else: as if it never was.
+      if (outcome === 'not-found') throw actor === undefined ? new ServiceError('INVALID_CREDENTIALS') : new ServiceError('NOT_FOUND', 'No such user')
     })
-    // No client details: the deleted account's events keep its id only.
-    events.record({ type: 'account_deleted', userId })
-    await this.deps.forgetClientDetails(userId)
+    // No client details: the deleted account's events keep its id only (and the admin's, who deleted it).
+    events.record({ type: 'account_deleted', userId: user.id, actorId: actor?.id ?? null })
+    await this.deps.forgetClientDetails(user.id)
     this.deps.mail.send(user.email, { kind: 'account_deleted' })
   }
 

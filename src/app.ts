@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import accountsPlugin from '../plugins/accounts.js'
+import adminPlugin from '../plugins/admin.js'
 import authPlugin from '../plugins/auth.js'
 import configPlugin from '../plugins/config.js'
 import cookiePlugin from '../plugins/cookie.js'
@@ -19,6 +20,7 @@ import passwordsPlugin from '../plugins/passwords.js'
 import redisPlugin from '../plugins/redis.js'
 import requestIdPlugin from '../plugins/request-id.js'
 import revocationsPlugin from '../plugins/revocations.js'
+import routeAccessPlugin from '../plugins/route-access.js'
 import securityEventsPlugin, { type SecurityEventsPluginOptions } from '../plugins/security-events.js'
 import securityHeadersPlugin from '../plugins/security-headers.js'
 import sessionStorePlugin from '../plugins/session-store.js'
@@ -28,6 +30,7 @@ import userFactsPlugin from '../plugins/user-facts.js'
 import underPressurePlugin, { type UnderPressureOptions } from '../plugins/under-pressure.js'
 import accountLinkRoutes from '../routes/account-links.js'
 import accountPageRoutes from '../routes/account-pages.js'
+import adminRoutes from '../routes/admin.js'
 import authRoutes from '../routes/auth.js'
 import eventRoutes from '../routes/events.js'
 import healthRoutes from '../routes/health.js'
@@ -125,6 +128,8 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
 
   await fastify.register(configPlugin, { config: options.config, clock: options.clock ?? systemClock })
   await fastify.register(errorsPlugin)
+  // Before any plugin that adds a route: the list of every route's declared access holds them all.
+  await fastify.register(routeAccessPlugin)
   // Before the stores and the routes: every store reports its latency, every route its requests.
   await fastify.register(metricsPlugin)
   await fastify.register(securityHeadersPlugin)
@@ -144,6 +149,7 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
   await fastify.register(mailPlugin, { redisKeyPrefix: options.redisKeyPrefix, ...options.mail })
   await fastify.register(sessionsPlugin)
   await fastify.register(accountsPlugin)
+  await fastify.register(adminPlugin)
   await fastify.register(corsPlugin)
   await fastify.register(authPlugin)
   await fastify.register(swaggerPlugin)
@@ -158,6 +164,7 @@ async function app (fastify: FastifyInstance, options: AppOptions): Promise<void
   await fastify.register(accountPageRoutes)
   await fastify.register(userRoutes)
   await fastify.register(eventRoutes)
+  await fastify.register(adminRoutes)
   await fastify.register(keyRoutes)
   await fastify.register(introspectionRoutes)
   await fastify.register(healthRoutes)

@@ -8,6 +8,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator'
 import { drizzle as drizzlePostgres } from 'drizzle-orm/node-postgres'
 import { migrate as migratePostgres } from 'drizzle-orm/node-postgres/migrator'
 import pg from 'pg'
+import lockfile from 'proper-lockfile'
 import * as schema from '../drizzle/schema.js'
 import { migrationsFolder } from './paths.js'
 
@@ -37,11 +38,32 @@ export interface OpenDatabaseOptions {
   onIdleError?: (error: Error) => void
   /** Told of every SQL statement sent (drizzle's query logger): for diagnosis, and for tests that count queries. */
   onQuery?: (query: string) => void
+  /** The embedded database's lock was lost (this process stalled past LOCK_STALE_MS, and another may have taken it). */
+  onLockCompromised?: (error: Error) => void
 }
+
+/**
+ * The embedded database's folder is held by another live process (a running
+ * service, or the admin command): PGlite is one process's database, and two
+ * writing one folder would corrupt it.
+ */
+export class DatabaseInUseError extends Error {
+  constructor (readonly folder: string) {
+    super(`the embedded database in ${folder} is in use by another process (is the service running?). ` +
+      'Stop it first, or use DATABASE_URL (PostgreSQL), which any number of processes share')
+    this.name = 'DatabaseInUseError'
+  }
+}
+
+/**
+ * A lock not refreshed for this long is taken for a dead process's (a crash
+ * leaves it behind), so a restart after a crash is not refused for longer.
+ */
+const LOCK_STALE_MS = 30_000
 
 export async function openDatabase (location: DatabaseLocation, options: OpenDatabaseOptions = {}): Promise<DatabaseHandle> {
   const logger = options.onQuery === undefined ? undefined : { logQuery: options.onQuery }
-  return 'url' in location ? openPostgres(location.url, options.onIdleError ?? (() => {}), logger) : openPglite(location, logger)
+  return 'url' in location ? openPostgres(location.url, options.onIdleError ?? (() => {}), logger) : openPglite(location, logger, options.onLockCompromised)
 }
 
 type QueryLogger = { logQuery: (query: string) => void } | undefined
@@ -82,16 +104,26 @@ function openPostgres (url: string, onIdleError: (error: Error) => void, logger:
   }
 }
 
-async function openPglite (location: { dataDir: string } | { memory: true, image?: Blob }, logger: QueryLogger): Promise<DatabaseHandle> {
+async function openPglite (
+  location: { dataDir: string } | { memory: true, image?: Blob }, logger: QueryLogger, onLockCompromised = (_error: Error): void => {}
+): Promise<DatabaseHandle> {
   let client: PGlite
+  let unlock = async (): Promise<void> => {}
   if ('dataDir' in location) {
     const folder = join(location.dataDir, 'pgdata')
     await mkdir(folder, { recursive: true, mode: 0o700 })
+    unlock = await lockFolder(folder, onLockCompromised)
     client = new PGlite(folder)
   } else {
     client = new PGlite({ loadDataDir: location.image })
   }
-  await client.waitReady
+  try {
+    await client.waitReady
+  } catch (error) {
+    // A folder PGlite cannot open is not left locked.
+    await unlock()
+    throw error
+  }
   const db = drizzlePglite({ client, schema, logger })
   return {
     db,
@@ -101,6 +133,22 @@ async function openPglite (location: { dataDir: string } | { memory: true, image
     async ping () {
       await db.execute(sql`select 1`)
     },
-    close: () => client.close()
+    async close () {
+      try {
+        await client.close()
+      } finally {
+        await unlock()
+      }
+    }
+  }
+}
+
+/** Takes the folder's lock (a `.lock` directory beside it, refreshed while held); DatabaseInUseError when a live process has it. */
+async function lockFolder (folder: string, onCompromised: (error: Error) => void): Promise<() => Promise<void>> {
+  try {
+    return await lockfile.lock(folder, { stale: LOCK_STALE_MS, realpath: false, onCompromised })
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ELOCKED') throw new DatabaseInUseError(folder)
+    throw error
   }
 }

@@ -5,14 +5,14 @@ import { SECURITY_EVENT_TYPES, type SecurityEventType } from './security-events.
 import type { StoreTiming } from './store-timing.js'
 
 /** How a login attempt ended (rate-limited attempts never reach the check: they show as 429s of the route). */
-const LOGIN_OUTCOMES = ['succeeded', 'invalid_credentials', 'email_not_verified', 'busy', 'unavailable'] as const
+const LOGIN_OUTCOMES = ['succeeded', 'invalid_credentials', 'account_disabled', 'email_not_verified', 'busy', 'unavailable'] as const
 export type LoginOutcome = typeof LOGIN_OUTCOMES[number]
 
 /** How a refresh ended: `rotated` (a new refresh token), `refreshed` (rotation off), `grace` (a token rotated moments ago), or why it failed. */
-const REFRESH_OUTCOMES = ['rotated', 'refreshed', 'grace', 'reused', 'expired', 'invalid', 'revoked', 'unavailable'] as const
+const REFRESH_OUTCOMES = ['rotated', 'refreshed', 'grace', 'reused', 'expired', 'invalid', 'revoked', 'disabled', 'unavailable'] as const
 export type RefreshOutcomeLabel = typeof REFRESH_OUTCOMES[number]
 
-const REVOCATION_KINDS: RevocationKind[] = ['session', 'user', 'user_changed']
+const REVOCATION_KINDS: RevocationKind[] = ['session', 'user', 'user_changed', 'user_roles']
 
 /** What became of a mail: `sent`, `throttled` (its recipient had too many links this hour), `failed` (given up); `retried` counts failed attempts that will be tried again. */
 const MAIL_OUTCOMES = ['sent', 'failed', 'throttled', 'retried'] as const

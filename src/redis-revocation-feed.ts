@@ -120,9 +120,17 @@ function parseEvent (text: string): RevocationEvent | undefined {
     if (typeof event.until !== 'number') return undefined
     if (typeof event.sessionId === 'string') return { sessionId: event.sessionId, until: event.until }
     if (typeof event.changedUserId === 'string') return { changedUserId: event.changedUserId, until: event.until }
+    const { rolesUserId, roles, version, changedAt, narrowed, until } = event
+    if (typeof rolesUserId === 'string' && isStringArray(roles) && typeof version === 'number' && typeof changedAt === 'number' && typeof narrowed === 'boolean') {
+      return { rolesUserId, roles, version, changedAt, narrowed, until }
+    }
     if (typeof event.userId === 'string' && typeof event.before === 'number') {
       return { userId: event.userId, before: event.before, until: event.until }
     }
   } catch {}
   return undefined
+}
+
+function isStringArray (value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((item) => typeof item === 'string')
 }

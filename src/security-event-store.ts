@@ -29,11 +29,16 @@ export class SecurityEventStore implements SecurityEventSink {
     }))))
   }
 
-  /** The user's events, newest first, `limit` at a time, from after `before` (a previous page's last event). */
-  async listForUser (userId: string, { limit, before }: { limit: number, before?: EventPosition }): Promise<SecurityEventPage> {
+  /**
+   * Events newest first, `limit` at a time, from after `before` (a previous
+   * page's last event): a user's (their own listing), or any (the admin's),
+   * of one type or all.
+   */
+  async list ({ userId, type, limit, before }: { userId?: string, type?: SecurityEventType, limit: number, before?: EventPosition }): Promise<SecurityEventPage> {
     const rows = await this.#query('listEvents', () => this.db.select().from(securityEvents)
       .where(and(
-        eq(securityEvents.userId, userId),
+        userId === undefined ? undefined : eq(securityEvents.userId, userId),
+        type === undefined ? undefined : eq(securityEvents.type, type),
         before === undefined ? undefined : sql`(${securityEvents.at}, ${securityEvents.id}) < (${before.at.toISOString()}::timestamptz, ${before.id}::bigint)`
       ))
       .orderBy(desc(securityEvents.at), desc(securityEvents.id))

@@ -1,6 +1,7 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig } from './config.js'
+import { DatabaseInUseError } from './database.js'
 
 /** Traffic still arriving after SIGTERM (a balancer has not noticed yet) is served for up to this long. */
 const DRAIN = { quietMs: 250, maxMs: 5_000 }
@@ -14,6 +15,10 @@ async function main (): Promise<void> {
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`Invalid configuration: ${error.message}\n`)
+      process.exit(1)
+    }
+    if (error instanceof DatabaseInUseError) {
+      process.stderr.write(`Cannot start: ${error.message}\n`)
       process.exit(1)
     }
     throw error

@@ -1,4 +1,4 @@
-import { accessTokenLifetime } from './access-token.js'
+import { accessTokenLifetime, type AccessTokenFacts } from './access-token.js'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
 import { ServiceError } from './errors.js'
@@ -31,6 +31,16 @@ export interface Caller extends ClientInfo {
   sessionId?: string
 }
 
+/** A live session as its user (or an admin) sees it listed; `current`: the caller's own. */
+export type ListedSession = SessionInfo & { current: boolean }
+
+/** An admin acting on another account, from where (null: the command line). */
+export interface AdminActor {
+  id: string | null
+  ip: string | null
+  userAgent: string | null
+}
+
 /** Where security events go (a pino logger in the service). */
 export interface SecurityLog {
   warn(details: object, message: string): void
@@ -58,7 +68,7 @@ export interface SessionServiceDeps {
   /** Told when a spent refresh token came back and its session was revoked (the account is mailed). */
   reuseDetected?: (userId: string, client: ClientInfo) => void
   /** Signs an access token for the session, expiring after `policy.accessTokenTtl` but never after `notAfter` (ms). */
-  issueAccessToken(userId: string, sessionId: string, notAfter: number, facts: { emailVerified: boolean }): string
+  issueAccessToken(userId: string, sessionId: string, notAfter: number, facts: AccessTokenFacts): string
 }
 
 /** A user as a login opens a session for them: the credential version their password was checked under. */
@@ -72,7 +82,9 @@ const DEAD_REFRESH_TOKEN: Partial<Record<string, RefreshOutcomeLabel>> = {
   REFRESH_TOKEN_REUSED: 'reused',
   REFRESH_TOKEN_EXPIRED: 'expired',
   REFRESH_TOKEN_INVALID: 'invalid',
-  REFRESH_TOKEN_REVOKED: 'revoked'
+  REFRESH_TOKEN_REVOKED: 'revoked',
+  // Its session was ended by the disabling.
+  ACCOUNT_DISABLED: 'disabled'
 }
 
 /** How a failed refresh counts when its token is dead (expired, invalid, revoked, reused); undefined for any other failure (a store away). */
@@ -121,10 +133,11 @@ export class SessionService {
       await store.revoke(sessionId, clock.now()).catch(() => undefined)
       throw error
     }
-    if (current === undefined || current.credentialVersion !== user.credentialVersion) {
+    if (current === undefined || current.disabled || current.credentialVersion !== user.credentialVersion) {
       // No token of it was handed out: ending it in the store is enough.
       await store.revoke(sessionId, clock.now())
-      throw new ServiceError('INVALID_CREDENTIALS')
+      // Disabled while the password was being checked: the answer a login after the disabling gets.
+      throw new ServiceError(current?.disabled === true ? 'ACCOUNT_DISABLED' : 'INVALID_CREDENTIALS')
     }
     // Only a login that stands makes room for itself.
     const ended = await store.trim(user.id, sessionId, now, policy.maxSessionsPerUser)
@@ -168,11 +181,13 @@ export class SessionService {
     switch (outcome.result) {
       case 'refreshed':
       case 'grace': {
-        const user = await this.deps.users.get(outcome.userId)
-        if (user === undefined || outcome.credentialVersion < user.credentialVersion) {
-          // Opened before a credential change (a login in flight then, say): over.
+        let user = await this.deps.users.get(outcome.userId)
+        // Unlike the credential version, the flag can go back: a stale cache must not end a session of an account enabled since.
+        if (user?.disabled === true) user = await this.deps.users.fresh(outcome.userId)
+        if (user === undefined || user.disabled || outcome.credentialVersion < user.credentialVersion) {
+          // Opened before a credential change (a login in flight then, say), or disabled meanwhile: over.
           await this.#end(sessionId)
-          throw new ServiceError('REFRESH_TOKEN_REVOKED')
+          throw new ServiceError(user?.disabled === true ? 'ACCOUNT_DISABLED' : 'REFRESH_TOKEN_REVOKED')
         }
         const sessionExpiresAt = Math.min(outcome.idleExpiresAt, outcome.absoluteExpiresAt)
         let secret = successor
@@ -199,7 +214,8 @@ export class SessionService {
           'refresh refused: client address differs from the one that opened the session')
         throw new ServiceError('REFRESH_TOKEN_INVALID')
       case 'revoked':
-        throw new ServiceError('REFRESH_TOKEN_REVOKED')
+        // A session the disabling ended says why.
+        throw new ServiceError(await this.#isDisabled(outcome.userId) ? 'ACCOUNT_DISABLED' : 'REFRESH_TOKEN_REVOKED')
       case 'expired':
         throw new ServiceError('REFRESH_TOKEN_EXPIRED')
       case 'unknown':
@@ -229,7 +245,7 @@ export class SessionService {
   }
 
   /** The user's live sessions; `current` marks the one the request came from. */
-  async list (userId: string, currentSessionId: string): Promise<Array<SessionInfo & { current: boolean }>> {
+  async list (userId: string, currentSessionId: string): Promise<ListedSession[]> {
     const sessions = await this.deps.store.list(userId, this.deps.clock.now())
     return sessions.map((session) => ({ ...session, current: session.id === currentSessionId }))
   }
@@ -252,6 +268,22 @@ export class SessionService {
   async revokeAll (userId: string, caller: Caller, { keepCallerSession = false } = {}): Promise<void> {
     await this.#revokeAll(userId, keepCallerSession ? caller.sessionId : undefined)
     this.deps.events.record({ type: 'sessions_revoked', userId, ...caller })
+  }
+
+  /** An admin revokes every session of the user: recorded with the admin as the actor. */
+  async revokeAllByAdmin (userId: string, actor: AdminActor): Promise<void> {
+    await this.#revokeAll(userId)
+    this.deps.events.record({ type: 'sessions_revoked', userId, actorId: actor.id, ip: actor.ip, userAgent: actor.userAgent })
+  }
+
+  /**
+   * The user's roles changed (already stored): every instance re-reads the
+   * user and refuses access tokens claiming a role they no longer have;
+   * after a removal (`narrowed`), every token issued before the change. The
+   * sessions stay: their next refresh carries the new roles.
+   */
+  async rolesChanged (userId: string, roles: string[], change: { version: number, narrowed: boolean }): Promise<void> {
+    await this.deps.revocations.rolesChanged(userId, roles, change)
   }
 
   async #revokeAll (userId: string, exceptSessionId?: string): Promise<void> {
@@ -301,6 +333,15 @@ export class SessionService {
     await this.deps.revocations.userChanged(userId)
   }
 
+  /** Whether an admin disabled the user (what a refused refresh tells); a store away, or no such user, is not. */
+  async #isDisabled (userId: string): Promise<boolean> {
+    try {
+      return (await this.deps.users.get(userId))?.disabled === true
+    } catch {
+      return false
+    }
+  }
+
   /**
    * Revokes a live session (with `presented`, only if it issued that
    * generation) and tells every instance; answers its user, or undefined
@@ -315,7 +356,7 @@ export class SessionService {
   #pair (userId: string, sessionId: string, refreshToken: string, sessionExpiresAt: number, now: number, user: UserFacts): TokenPair {
     const { policy } = this.deps
     return {
-      accessToken: this.deps.issueAccessToken(userId, sessionId, sessionExpiresAt, { emailVerified: user.emailVerified }),
+      accessToken: this.deps.issueAccessToken(userId, sessionId, sessionExpiresAt, { emailVerified: user.emailVerified, roles: user.roles }),
       refreshToken,
       tokenType: 'Bearer',
       expiresIn: accessTokenLifetime(now, policy.accessTokenTtl, sessionExpiresAt),

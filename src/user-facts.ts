@@ -1,9 +1,15 @@
 import { LRUCache } from 'lru-cache'
 
-/** What a refresh must know of its user besides the session: whether a credential change has ended it, and what its access token says. */
+/**
+ * What a refresh must know of its user besides the session: whether a
+ * credential change has ended it, whether an admin disabled the account, and
+ * what its access token says.
+ */
 export interface UserFacts {
   credentialVersion: number
   emailVerified: boolean
+  roles: string[]
+  disabled: boolean
 }
 
 /** Users whose facts are remembered per instance. */

@@ -1,7 +1,8 @@
-import { and, eq, sql } from 'drizzle-orm'
+import { and, arrayContains, eq, ne, sql } from 'drizzle-orm'
 import { LRUCache } from 'lru-cache'
 import { users, type UserRow } from '../drizzle/schema.js'
 import type { Database } from './database.js'
+import { ADMIN_ROLE, MAX_ROLES, normalizeRoles } from './roles.js'
 import { timedQuery, type StoreTiming } from './store-timing.js'
 
 export interface User {
@@ -12,11 +13,41 @@ export interface User {
   credentialVersion: number
   /** The address was proven by a mailed link (or a completed password reset). */
   emailVerified: boolean
+  /** Role names, sorted and unique: copied into access tokens. */
+  roles: string[]
+  /** Disabled by an admin: can neither log in nor refresh. */
+  disabled: boolean
+  /** Raised by every change of roles or disabled: orders them. */
+  accessVersion: number
   createdAt: Date
 }
 
 /** What the user may see of their own account: no secret. */
-export type UserProfile = Pick<User, 'id' | 'email' | 'emailVerified' | 'createdAt'>
+export type UserProfile = Pick<User, 'id' | 'email' | 'emailVerified' | 'roles' | 'createdAt'>
+
+/** What an admin may change of an account (PATCH /admin/users/:id). */
+export interface AccessChange {
+  roles?: string[]
+  disabled?: boolean
+}
+
+/** An account before and after an access change. */
+export interface AccessUpdate {
+  before: User
+  after: User
+}
+
+/**
+ * Serializes the changes that could leave no enabled admin (demoting, disabling,
+ * deleting): checked and made under it, two admins demoting each other at once
+ * cannot both succeed. Any key works as long as every instance uses the same one;
+ * this is "authadmn" in ASCII.
+ */
+const ADMIN_CHANGES_LOCK_KEY = 0x6175746861646d6en
+
+function isEnabledAdmin (user: Pick<User, 'roles' | 'disabled'>): boolean {
+  return !user.disabled && user.roles.includes(ADMIN_ROLE)
+}
 
 /** Profiles remembered, so /users/me stays off the database on the hot path. */
 const PROFILES_KEPT = 10_000
@@ -82,7 +113,7 @@ export class UserRepository {
     const forgets = this.#forgets
     const user = await this.findById(id)
     if (user === undefined) return undefined
-    const profile = { id: user.id, email: user.email, emailVerified: user.emailVerified, createdAt: user.createdAt }
+    const profile = { id: user.id, email: user.email, emailVerified: user.emailVerified, roles: user.roles, createdAt: user.createdAt }
     if (forgets === this.#forgets) this.#profiles.set(id, profile)
     return profile
   }
@@ -188,11 +219,54 @@ export class UserRepository {
     return result === 'taken' ? result : result[0]
   }
 
-  /** Deletes the account (its links go with it); answers whether it existed. */
-  async delete (id: string): Promise<boolean> {
-    const rows = await this.#query('deleteUser', () => this.db.delete(users).where(eq(users.id, id)).returning({ id: users.id }))
+  /**
+   * Deletes the account (its links go with it): 'not-found' when there is no
+   * such account, 'last-admin' (and nothing deleted) when it is the last
+   * enabled admin.
+   */
+  async delete (id: string): Promise<'deleted' | 'not-found' | 'last-admin'> {
+    const outcome = await this.#query('deleteUser', () => this.#underAdminLock(async (tx) => {
+      const [user] = await tx.select().from(users).where(eq(users.id, id)).for('update')
+      if (user === undefined) return 'not-found' as const
+      if (isEnabledAdmin(user) && !await hasOtherEnabledAdmin(tx, id)) return 'last-admin' as const
+      await tx.delete(users).where(eq(users.id, id))
+      return 'deleted' as const
+    }))
     this.forgetUser(id)
-    return rows.length > 0
+    return outcome
+  }
+
+  /**
+   * Changes an account's roles and/or disabled flag, as `change` computes from
+   * the account as it is (read and written in one transaction, so a grant
+   * never loses a concurrent one). Answers the account before and after,
+   * undefined when there is no such account, 'too-many-roles' past MAX_ROLES,
+   * or 'last-admin' when it would leave no enabled account with the role
+   * admin (nothing changes then).
+   */
+  async updateAccess (id: string, change: (user: User) => AccessChange): Promise<AccessUpdate | 'too-many-roles' | 'last-admin' | undefined> {
+    const outcome = await this.#query('updateAccess', () => this.#underAdminLock(async (tx) => {
+      const [row] = await tx.select().from(users).where(eq(users.id, id)).for('update')
+      if (row === undefined) return undefined
+      const before = toUser(row)
+      const { roles = before.roles, disabled = before.disabled } = change(before)
+      const after = { ...before, roles: normalizeRoles(roles), disabled, accessVersion: before.accessVersion + 1 }
+      if (after.roles.length > MAX_ROLES) return 'too-many-roles' as const
+      if (isEnabledAdmin(before) && !isEnabledAdmin(after) && !await hasOtherEnabledAdmin(tx, id)) return 'last-admin' as const
+      await tx.update(users).set({ roles: after.roles, disabled: after.disabled, accessVersion: after.accessVersion, updatedAt: new Date() })
+        .where(eq(users.id, id))
+      return { before, after }
+    }))
+    this.forgetUser(id)
+    return outcome
+  }
+
+  /** Runs `work` in a transaction holding the lock of changes that could remove the last admin. */
+  #underAdminLock<T> (work: (tx: Transaction) => Promise<T>): Promise<T> {
+    return this.db.transaction(async (tx) => {
+      await tx.execute(sql`select pg_advisory_xact_lock(${ADMIN_CHANGES_LOCK_KEY.toString()}::bigint)`)
+      return work(tx)
+    })
   }
 
   /**
@@ -234,9 +308,19 @@ export class UserRepository {
   }
 }
 
-function toUser (row: UserRow): User {
-  const { id, email, passwordHash, credentialVersion, emailVerified, createdAt } = row
-  return { id, email, passwordHash, credentialVersion, emailVerified, createdAt }
+type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0]
+
+/** Whether an enabled account other than `id` has the role admin (the GIN index on roles finds them). */
+async function hasOtherEnabledAdmin (tx: Transaction, id: string): Promise<boolean> {
+  const others = await tx.select({ id: users.id }).from(users)
+    .where(and(arrayContains(users.roles, [ADMIN_ROLE]), eq(users.disabled, false), ne(users.id, id)))
+    .limit(1)
+  return others.length > 0
+}
+
+export function toUser (row: UserRow): User {
+  const { id, email, passwordHash, credentialVersion, emailVerified, roles, disabled, accessVersion, createdAt } = row
+  return { id, email, passwordHash, credentialVersion, emailVerified, roles, disabled, accessVersion, createdAt }
 }
 
 /** PostgreSQL's unique_violation, as node-postgres and PGlite report it (possibly wrapped by drizzle as the cause). */

@@ -31,13 +31,13 @@ const DATASOURCE_VARIABLE = '${datasource}' // eslint-disable-line no-template-c
 
 // Every value of each label, as the types of src/metrics.ts define them: a Record
 // must name each member of its key type, and nothing else, or this file stops compiling.
-const LOGIN_OUTCOMES: Record<LoginOutcome, true> = { succeeded: true, invalid_credentials: true, email_not_verified: true, busy: true, unavailable: true }
+const LOGIN_OUTCOMES: Record<LoginOutcome, true> = { succeeded: true, invalid_credentials: true, account_disabled: true, email_not_verified: true, busy: true, unavailable: true }
 const MAIL_OUTCOMES: Record<MailOutcome, true> = { sent: true, failed: true, throttled: true, retried: true }
 const REFRESH_OUTCOMES: Record<RefreshOutcomeLabel, true> = {
-  rotated: true, refreshed: true, grace: true, reused: true, expired: true, invalid: true, revoked: true, unavailable: true
+  rotated: true, refreshed: true, grace: true, reused: true, expired: true, invalid: true, revoked: true, disabled: true, unavailable: true
 }
 const REVOCATION_DIRECTIONS: Record<Parameters<ServiceMetrics['revocation']>[0], true> = { published: true, received: true }
-const REVOCATION_KINDS: Record<RevocationKind, true> = { session: true, user: true, user_changed: true }
+const REVOCATION_KINDS: Record<RevocationKind, true> = { session: true, user: true, user_changed: true, user_roles: true }
 const STORES: Record<StoreName, true> = { postgres: true, redis: true, memory: true }
 const keys = (record: Record<string, true>): string[] => Object.keys(record)
 

@@ -551,3 +551,33 @@ export async function assertNoWorkingSession (t: Test, app: FastifyInstance, log
   assertErrorShape(t, await refresh(app, pair.refreshToken), 401, 'REFRESH_TOKEN_REVOKED', 'the in-flight login\'s refresh token')
   assertErrorShape(t, await me(app, pair.accessToken), 401, 'ACCESS_TOKEN_REVOKED', 'the in-flight login\'s access token')
 }
+
+/** A positive integer from the environment (MODEL_RUNS and the like), undefined when unset; anything else stops the run. */
+export function positiveIntegerFromEnv (name: string): number | undefined {
+  const value = process.env[name]
+  if (value === undefined) return undefined
+  if (!/^[1-9]\d*$/.test(value)) throw new Error(`${name} must be a positive integer, got ${value}`)
+  return Number(value)
+}
+
+/**
+ * How a model test runs: CI's fixed seed and number of runs, unless
+ * MODEL_RUNS asks for a longer search (with a new seed) or MODEL_SEED replays one.
+ */
+export function modelRuns (ciSeed: number, ciRuns: number): { runs: number, seed: number } {
+  const runs = positiveIntegerFromEnv('MODEL_RUNS') ?? ciRuns
+  const seed = positiveIntegerFromEnv('MODEL_SEED') ?? (process.env.MODEL_RUNS === undefined ? ciSeed : Date.now() % 2 ** 31)
+  return { runs, seed }
+}
+
+/** A security event as GET /auth/events lists it; GET /admin/events adds its `userId`. */
+export interface EventBody {
+  id: string
+  type: string
+  at: string
+  ip: string | null
+  userAgent: string | null
+  sessionId: string | null
+  actorId: string | null
+  userId?: string | null
+}

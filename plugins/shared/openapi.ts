@@ -28,12 +28,16 @@ const CLIENT_ACTION: Partial<Record<ErrorCode, string>> = {
   VALIDATION_ERROR: 'fix the request; the message names the field',
   ACCESS_TOKEN_EXPIRED: '`POST /auth/refresh`, then retry once',
   ACCESS_TOKEN_INVALID: 'log in again',
-  ACCESS_TOKEN_REVOKED: 'log in again',
+  // The session may live on (a role was removed): a refresh tells.
+  ACCESS_TOKEN_REVOKED: '`POST /auth/refresh`; if that fails too, log in again',
   REFRESH_TOKEN_MISSING: 'log in',
   REFRESH_TOKEN_INVALID: 'log in again',
   REFRESH_TOKEN_REVOKED: 'log in again',
   REFRESH_TOKEN_REUSED: 'log in again',
   EMAIL_TAKEN: 'log in instead',
+  FORBIDDEN: 'an admin grants the role; it appears in tokens from the next refresh',
+  ACCOUNT_DISABLED: 'ask an administrator',
+  LAST_ADMIN: 'grant the role admin to another account first',
   RATE_LIMITED: 'wait `Retry-After` seconds'
 }
 

@@ -26,7 +26,13 @@ interface Running {
   mail: MailServer
   /** Resolves once every mail the service has queued so far reached the server (or was given up). */
   mailSent: () => Promise<void>
+  /** What an admin does: sets the user's roles, disables the account. */
+  setRoles: (userId: string, roles: string[]) => Promise<void>
+  disable: (userId: string) => Promise<void>
 }
+
+const TEST_ADMIN = { id: null, ip: null, userAgent: 'client test' }
+const claimsOf = (token: string): Record<string, unknown> => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString())
 
 /** One instance for the whole file (each test has accounts of its own); on PostgreSQL when CI provides it, else PGlite. */
 async function service (t: Test): Promise<Running> {
@@ -48,6 +54,8 @@ async function service (t: Test): Promise<Running> {
     clock,
     mail,
     mailSent: () => app.mail.flush(),
+    setRoles: async (userId, roles) => { await app.admin.updateUser(userId, { roles }, TEST_ADMIN) },
+    disable: async (userId) => { await app.admin.updateUser(userId, { disabled: true }, TEST_ADMIN) },
     count: (path) => {
       const start = counts.get(path) ?? 0
       return () => (counts.get(path) ?? 0) - start
@@ -145,15 +153,39 @@ t.test('a session ended elsewhere: the refresh fails, the application goes to lo
   t.equal((await client.me()).email, address, 'logging in again works')
 })
 
-t.test('a revoked access token (not yet expired): login required, no refresh attempted', async (t) => {
+t.test('a revoked access token (not yet expired) whose session is over: one refresh says so, then login required', async (t) => {
   const { client, address, loginRequired } = await signedIn(t, running)
   const elsewhere = new AuthClient({ baseUrl: running.url })
   await elsewhere.login(address, PASSWORD)
   await elsewhere.json('/auth/logout-all', { method: 'POST' })
   const refreshes = running.count('/auth/refresh')
-  await t.rejects(client.me(), { name: 'LoginRequiredError', code: 'ACCESS_TOKEN_REVOKED' })
-  t.equal(refreshes(), 0)
-  t.strictSame(loginRequired, ['ACCESS_TOKEN_REVOKED'])
+  await t.rejects(client.me(), { name: 'LoginRequiredError', code: 'REFRESH_TOKEN_REVOKED' })
+  t.equal(refreshes(), 1, 'one refresh, to learn whether the session lives on')
+  t.strictSame(loginRequired, ['REFRESH_TOKEN_REVOKED'])
+})
+
+t.test('a role removed: the revoked access token is refreshed, and the call goes on with the new roles', async (t) => {
+  const { client, loginRequired } = await signedIn(t, running)
+  const { id } = await client.me()
+  await running.setRoles(id, ['reports'])
+  const withRole = await client.refresh()
+  t.strictSame(claimsOf(withRole).roles, ['reports'], 'the refreshed token carries the role')
+  await running.setRoles(id, [])
+  const refreshes = running.count('/auth/refresh')
+  const me = await client.me()
+  t.strictSame(me.roles, [], 'the call succeeded after a refresh')
+  t.equal(refreshes(), 1, 'one refresh')
+  // Given the token it started from, refresh answers the one that replaced it, without a request.
+  t.strictSame(claimsOf(await client.refresh(withRole)).roles, [], 'the new token lacks the removed role')
+  t.strictSame(loginRequired, [], 'no login asked for')
+})
+
+t.test('a disabled account: its refresh answers ACCOUNT_DISABLED, and login is required', async (t) => {
+  const { client, loginRequired } = await signedIn(t, running)
+  const { id } = await client.me()
+  await running.disable(id)
+  await t.rejects(client.me(), { name: 'LoginRequiredError', code: 'ACCOUNT_DISABLED' })
+  t.strictSame(loginRequired, ['ACCOUNT_DISABLED'])
 })
 
 t.test('a stolen refresh token used first: the client\'s refresh is reuse, and it goes to login', async (t) => {

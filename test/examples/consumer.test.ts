@@ -9,7 +9,8 @@ import { freePort, jsonPost, requestJson, startFastifyProcess } from '../fixture
 /*
  * examples/consumer against auth-service: the consumer verifies tokens
  * through the JWKS alone, asks for introspection on its high-value route,
- * and keeps accepting old and new tokens across a key rotation. The consumer
+ * keeps accepting old and new tokens across a key rotation, and requires a
+ * role from the token's `roles` claim alone. The consumer
  * runs as the example is run, a process of its own (it is a script that
  * listens as it loads); the service runs in this process, on a port it keeps
  * when it restarts with the new key, as the consumer knows it by its URL.
@@ -91,4 +92,43 @@ t.test('a consumer verifies through the JWKS, introspects high-value calls, and 
   t.equal((await hello(first.accessToken)).status, 200, 'a token of the retired key still passes at the consumer')
   const me = await requestJson(`${service.url}/users/me`, { headers: { authorization: `Bearer ${first.accessToken}` } })
   t.equal(me.status, 200, 'and at the service')
+})
+
+t.test('a consumer requires a role from the token alone: without it 403, granted from the next refresh, removed from the next refresh', async (t) => {
+  const service = await serviceOn(t, await freePort(), {})
+  const consumer = await startFastifyProcess(t, 'examples/consumer/src/server.ts', { AUTH_URL: service.url, INTROSPECTION_SECRET })
+  const reports = (token: string) => requestJson(`${consumer.url}/reports`, { headers: { authorization: `Bearer ${token}` } })
+  const transfer = (token: string) => requestJson(`${consumer.url}/transfer`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
+  const me = (token: string) => requestJson(`${service.url}/users/me`, { headers: { authorization: `Bearer ${token}` } })
+  const refreshed = async (refreshToken: string) => (await requestJson(`${service.url}/auth/refresh`, jsonPost({ refreshToken }))).body
+  const rolesOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).roles
+  // As an admin would, through the auth app (PATCH /admin/users/:id, or npm run admin -- grant-role).
+  const setRoles = (userId: string, roles: string[]) => service.app.admin.updateUser(userId, { roles }, { id: null, ip: null, userAgent: 'test' })
+
+  const credentials = { email: freshEmail('consumer-roles'), password: PASSWORD }
+  const signup = await requestJson(`${service.url}/auth/signup`, jsonPost(credentials))
+  t.equal(signup.status, 201, 'signed up')
+  const first = (await requestJson(`${service.url}/auth/login`, jsonPost(credentials))).body
+  t.same(rolesOf(first.accessToken), [], 'a new user\'s token carries no role')
+  const without = await reports(first.accessToken)
+  t.equal(without.status, 403, 'without the role: 403')
+  t.match(without.body, { code: 'FORBIDDEN', message: /requires the role reports/ }, 'with a code that says why')
+
+  await setRoles(signup.body.id, ['reports'])
+  t.equal((await reports(first.accessToken)).status, 403, 'granted: a token issued before still lacks it')
+  const second = await refreshed(first.refreshToken)
+  t.same(rolesOf(second.accessToken), ['reports'], 'the next refresh carries it')
+  const granted = await reports(second.accessToken)
+  t.equal(granted.status, 200, 'with the role: 200')
+  t.same(granted.body, { reports: [], for: signup.body.id })
+
+  await setRoles(signup.body.id, [])
+  t.equal((await reports(second.accessToken)).status, 200,
+    'removed: the consumer, checking the token alone, still accepts the token that carries it until it expires')
+  t.equal((await me(second.accessToken)).body.code, 'ACCESS_TOKEN_REVOKED', 'while auth-service refuses it (within a second; here, one instance: at once)')
+  t.equal((await transfer(second.accessToken)).body.code, 'TOKEN_REVOKED', 'and so does a consumer that introspects')
+  const third = await refreshed(second.refreshToken)
+  t.same(rolesOf(third.accessToken), [], 'the session stays; its next refresh lacks the role')
+  t.equal((await reports(third.accessToken)).status, 403, 'and the consumer refuses it: 403')
+  t.equal((await transfer(third.accessToken)).status, 200, 'a token of the same session, for what needs no role')
 })

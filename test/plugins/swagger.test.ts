@@ -14,7 +14,7 @@ import { FakeClock, buildTestApp } from '../helpers.js'
  * on the storage, and each probe uses accounts of its own.
  */
 
-const TAGS = ['auth', 'sessions', 'users', 'account', 'keys', 'health']
+const TAGS = ['auth', 'sessions', 'users', 'account', 'admin', 'keys', 'health']
 const INTROSPECTION_SECRET = 'introspection-secret-for-tests'
 const PUBLIC = new Set(['POST /auth/signup', 'POST /auth/login', 'POST /auth/refresh', 'POST /auth/logout', 'POST /auth/introspect',
   'GET /health', 'GET /health/live', 'GET /metrics', 'GET /.well-known/jwks.json',
@@ -52,6 +52,34 @@ const app = await buildTestApp(t, {
   rateLimits: { signupPerAddress: { max: 10_000, windowSeconds: 600 }, loginPerAddress: { max: 10_000, windowSeconds: 60 } }
 })
 
+/** The role-gated operations, by "METHOD /openapi/{path}", with the roles each requires: as the routes declare them (app.routeAccess). */
+const ROLE_GATED = new Map([...app.routeAccess]
+  .flatMap(([route, access]) => access.kind === 'roles' && !route.startsWith('HEAD ') ? [[route.replace(/:(\w+)/g, '{$1}'), access.roles] as const] : []))
+
+/**
+ * The one admin of this file's database (so that it is the last one), granted as an admin or the command line
+ * grants it. Its access token is refreshed for each use: the probes move the clock past access tokens' lifetime.
+ */
+async function signInAdmin (): Promise<{ id: string, accessToken: () => Promise<string> }> {
+  const account = { email: `admin-${randomUUID()}@example.com`, password: 'password123' }
+  const { id } = (await app.inject({ method: 'POST', url: '/auth/signup', payload: account })).json()
+  await app.admin.updateUser(id, { roles: ['admin'] }, { id: null, ip: null, userAgent: null })
+  const login = await app.inject({ method: 'POST', url: '/auth/login', payload: account })
+  if (login.statusCode !== 200) throw new Error(`admin login: ${login.statusCode} ${login.body}`)
+  let { refreshToken } = login.json()
+  return {
+    id,
+    async accessToken () {
+      const refreshed = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken } })
+      if (refreshed.statusCode !== 200) throw new Error(`admin refresh: ${refreshed.statusCode} ${refreshed.body}`)
+      refreshToken = refreshed.json().refreshToken
+      return refreshed.json().accessToken
+    }
+  }
+}
+const admin = await signInAdmin()
+const asAdmin = async () => ({ authorization: `Bearer ${await admin.accessToken()}` })
+
 t.test('the document: version, tags and security schemes', async (t) => {
   const document: Document = (await app.inject('/docs/json')).json()
   const { version } = JSON.parse(await readFile(join(projectRoot, 'package.json'), 'utf8'))
@@ -71,6 +99,10 @@ t.test('every operation: summary, description, tag, examples, and its errors wit
   const document: Document = (await app.inject('/docs/json')).json()
   const operations = operationsOf(document)
   t.ok(operations.length >= 13, `${operations.length} operations`)
+  t.strictSame([...ROLE_GATED.keys()].filter((name) => !operations.some(([method, path]) => `${method} ${path}` === name)), [],
+    'every role-gated route is documented')
+  t.strictSame([...ROLE_GATED.keys()].sort(), ['DELETE /admin/users/{id}', 'DELETE /admin/users/{id}/sessions', 'GET /admin/events', 'GET /admin/users',
+    'GET /admin/users/{id}', 'PATCH /admin/users/{id}'], 'the admin routes are the role-gated ones')
   const operationIds = operations.map(([, , operation]) => operation.operationId)
   t.ok(operationIds.every((id) => id !== undefined && /^[a-z][A-Za-z0-9]*$/.test(id)), `camelCase operationIds: ${operationIds.join(', ')}`)
   t.equal(new Set(operationIds).size, operations.length, 'each its own')
@@ -79,6 +111,18 @@ t.test('every operation: summary, description, tag, examples, and its errors wit
     t.ok(operation.summary !== undefined && operation.summary.length > 0, `${name}: a summary`)
     t.ok(operation.description !== undefined && operation.description.length > 20, `${name}: a description`)
     t.ok(operation.tags?.length === 1 && TAGS.includes(operation.tags[0]!), `${name}: one of the tags (${operation.tags})`)
+
+    const roles = ROLE_GATED.get(name)
+    if (roles === undefined) {
+      t.notMatch(operation.summary, /\(roles? /, `${name}: requires no role, says none`)
+      t.notOk(documentedCodes(operation, 403).includes('FORBIDDEN'), `${name}: no FORBIDDEN`)
+    } else {
+      t.ok(operation.summary?.endsWith(` ${roles.join(', ')})`) && /\(roles? [^()]+\)$/.test(operation.summary), `${name}: the summary names the role (${operation.summary})`)
+      t.ok(operation.description?.startsWith(`Requires an access token with the role${roles.length > 1 ? 's' : ''} ${roles.map((role) => `\`${role}\``).join(', ')}`),
+        `${name}: the description starts with the role it requires`)
+      t.ok(documentedCodes(operation, 403).includes('FORBIDDEN'), `${name}: documents 403 FORBIDDEN`)
+      t.notOk(PUBLIC.has(name), `${name}: protected`)
+    }
 
     if (PUBLIC.has(name)) {
       t.notOk(operation.security?.some((requirement) => 'bearerAuth' in requirement && Object.keys(requirement).length === 1) &&
@@ -148,12 +192,15 @@ t.test('every error a probe provokes is documented for its operation, with its c
   for (const [method, path, operation] of operationsOf(document)) {
     const name = `${method} ${path}`
     const url = path.replace('{id}', randomUUID())
+    // The role-gated routes with the role, so that the probes reach them (a token without it is refused first: probed too).
     const bearer = async () => {
-      const token = path === '/auth/introspect' ? INTROSPECTION_SECRET : (await signIn()).accessToken
+      const token = path === '/auth/introspect' ? INTROSPECTION_SECRET : ROLE_GATED.has(name) ? await admin.accessToken() : (await signIn()).accessToken
       return { authorization: `Bearer ${token}` }
     }
     const probes: Array<[string, () => Promise<{ headers?: Record<string, string>, body?: string }>]> = [
       ['no credentials, no body', async () => ({})],
+      ['an access token without the role', async () => ({ headers: { authorization: `Bearer ${(await signIn()).accessToken}` } })],
+      ['a valid access token, no body', async () => ({ headers: await bearer() })],
       ['a malformed bearer token', async () => ({ headers: { authorization: 'Bearer not-a-token' } })],
       ['an expired access token', async () => ({ headers: { authorization: `Bearer ${await expiredToken()}` } })],
       ['a revoked access token', async () => ({ headers: { authorization: `Bearer ${await revokedToken()}` } })],
@@ -212,6 +259,31 @@ t.test('every error a probe provokes is documented for its operation, with its c
   const revoked = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: rotated.json().refreshToken } })
   t.ok(documentedCodes(refresh, 401).includes(revoked.json().code), `its successor: ${revoked.json().code}`)
 
+  // The admin routes' particular answers: the last admin, and a disabled account.
+  const patchUser = document.paths['/admin/users/{id}']!.patch!
+  const demoteSelf = await app.inject({ method: 'PATCH', url: `/admin/users/${admin.id}`, headers: await asAdmin(), payload: { roles: [] } })
+  t.equal(demoteSelf.json().code, 'LAST_ADMIN', 'the only admin demoting itself')
+  t.ok(documentedCodes(patchUser, demoteSelf.statusCode).includes('LAST_ADMIN'), `${demoteSelf.statusCode} LAST_ADMIN is documented`)
+  const deleteSelf = await app.inject({ method: 'DELETE', url: `/admin/users/${admin.id}`, headers: await asAdmin() })
+  t.equal(deleteSelf.json().code, 'LAST_ADMIN', 'the only admin deleting itself')
+  t.ok(documentedCodes(document.paths['/admin/users/{id}']!.delete!, deleteSelf.statusCode).includes('LAST_ADMIN'), `${deleteSelf.statusCode} LAST_ADMIN is documented`)
+  const tooMany = await app.inject({
+    method: 'PATCH',
+    url: `/admin/users/${admin.id}`,
+    headers: await asAdmin(),
+    payload: { roles: Array.from({ length: 33 }, (_, index) => `role-${index}`) }
+  })
+  t.ok(documentedCodes(patchUser, tooMany.statusCode).includes(tooMany.json().code), `33 roles: ${tooMany.statusCode} ${tooMany.json().code} is documented`)
+  const target = credentials()
+  const { id: targetId } = (await app.inject({ method: 'POST', url: '/auth/signup', payload: target })).json()
+  const targetLogin = (await app.inject({ method: 'POST', url: '/auth/login', payload: target })).json()
+  const disable = await app.inject({ method: 'PATCH', url: `/admin/users/${targetId}`, headers: await asAdmin(), payload: { disabled: true } })
+  t.equal(disable.statusCode, 200, 'an admin disables an account')
+  const disabledLogin = await app.inject({ method: 'POST', url: '/auth/login', payload: target })
+  t.ok(documentedCodes(login, disabledLogin.statusCode).includes(disabledLogin.json().code), `login of a disabled account: ${disabledLogin.json().code}`)
+  const disabledRefresh = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refreshToken: targetLogin.refreshToken } })
+  t.ok(documentedCodes(refresh, disabledRefresh.statusCode).includes(disabledRefresh.json().code), `refresh of a disabled account: ${disabledRefresh.json().code}`)
+
   const jwks = await app.inject('/.well-known/jwks.json')
   const notModified = await app.inject({ url: '/.well-known/jwks.json', headers: { 'if-none-match': String(jwks.headers.etag) } })
   t.equal(notModified.statusCode, 304)
@@ -233,7 +305,7 @@ t.test('/docs and the OpenAPI document: public, every route of API.md\'s table d
   t.type(document.info?.title, 'string')
   // API.md's route table: the first seven exist from the start, the rest once routes/ has them.
   const always = (path: string) => ['/auth/signup', '/auth/login', '/auth/refresh', '/auth/logout', '/users/me', '/.well-known/jwks.json', '/health'].includes(path)
-  const table: Array<[method: string, path: string, openApiPath: string, auth: 'access' | 'none']> = [
+  const table: Array<[method: string, path: string, openApiPath: string, auth: 'access' | 'admin' | 'none']> = [
     ['POST', '/auth/signup', '/auth/signup', 'none'],
     ['POST', '/auth/login', '/auth/login', 'none'],
     ['POST', '/auth/refresh', '/auth/refresh', 'none'],
@@ -246,6 +318,13 @@ t.test('/docs and the OpenAPI document: public, every route of API.md\'s table d
     ['GET', '/users/me', '/users/me', 'access'],
     ['POST', '/users/me/email', '/users/me/email', 'access'],
     ['DELETE', '/users/me', '/users/me', 'access'],
+    ['GET', '/auth/events', '/auth/events', 'access'],
+    ['GET', '/admin/users', '/admin/users', 'admin'],
+    ['GET', '/admin/users/:id', '/admin/users/{id}', 'admin'],
+    ['PATCH', '/admin/users/:id', '/admin/users/{id}', 'admin'],
+    ['DELETE', '/admin/users/:id', '/admin/users/{id}', 'admin'],
+    ['DELETE', '/admin/users/:id/sessions', '/admin/users/{id}/sessions', 'admin'],
+    ['GET', '/admin/events', '/admin/events', 'admin'],
     ['POST', '/auth/password-reset/request', '/auth/password-reset/request', 'none'],
     ['POST', '/auth/password-reset', '/auth/password-reset', 'none'],
     ['POST', '/auth/verify-email/request', '/auth/verify-email/request', 'none'],
@@ -263,8 +342,9 @@ t.test('/docs and the OpenAPI document: public, every route of API.md\'s table d
   for (const [method, path, openApiPath, auth] of present) {
     const operation = document.paths?.[openApiPath]?.[method.toLowerCase()]
     t.ok(operation, `${method} ${path} is documented`)
-    if (auth === 'access') {
+    if (auth === 'access' || auth === 'admin') {
       t.same(operation?.security, [{ bearerAuth: [] }], `${method} ${path} requires the bearer token`)
+      if (auth === 'admin') t.match(operation?.summary, /\(role admin\)$/, `${method} ${path} says it requires the role admin`)
     } else if (path !== '/auth/introspect') {
       t.ok(optional(operation?.security), `${method} ${path} does not require a token`)
     }

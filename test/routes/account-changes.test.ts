@@ -43,7 +43,7 @@ function deleteMe (app: FastifyInstance, accessToken: string, password = PASSWOR
 /** The user's security events, newest first, once the ones waiting are written. */
 async function eventsOf (app: FastifyInstance, userId: string) {
   await app.securityEvents.flush()
-  return (await app.securityEventStore.listForUser(userId, { limit: 100 })).events
+  return (await app.securityEventStore.list({ userId, limit: 100 })).events
 }
 
 for (const backend of BACKENDS) {

@@ -74,7 +74,7 @@ for (const backend of BACKENDS) {
         t.notOk(/password|hash/i.test(response.body), 'no password or hash field')
 
         const pair = await logIn(app, 'ada.lovelace@example.com', password)
-        t.same(Object.keys((await me(app, pair.accessToken)).json()).sort(), ['createdAt', 'email', 'emailVerified', 'id'])
+        t.same(Object.keys((await me(app, pair.accessToken)).json()).sort(), ['createdAt', 'email', 'emailVerified', 'id', 'roles'])
       })
 
       t.test('409 EMAIL_TAKEN, whatever the case or surrounding spaces', async (t) => {

@@ -72,7 +72,7 @@ for (const backend of BACKENDS) {
       assertErrorShape(t, await verifyEmail(app, tokenOf(mail)), 400, 'LINK_TOKEN_INVALID', 'the link used again')
 
       await app.securityEvents.flush()
-      const { events } = await app.securityEventStore.listForUser(userId, { limit: 100 })
+      const { events } = await app.securityEventStore.list({ userId, limit: 100 })
       t.equal(events.filter(({ type }) => type === 'email_verified').length, 1, 'one email_verified event')
     })
 

@@ -6,7 +6,7 @@ import { securityEvents, users } from '../../drizzle/schema.js'
 import { hashSecret, parseRefreshToken } from '../../src/refresh-token.js'
 import {
   BACKENDS, FakeClock, NEW_PASSWORD, NO_RATE_LIMITS, PASSWORD, assertErrorShape, buildTestApp, freshEmail, logIn, signUp,
-  testDatabase, type SignedIn
+  testDatabase, type EventBody, type SignedIn
 } from '../helpers.js'
 
 /*
@@ -22,16 +22,6 @@ import {
 interface Pair {
   accessToken: string
   refreshToken: string
-}
-
-interface EventBody {
-  id: string
-  type: string
-  at: string
-  ip: string | null
-  userAgent: string | null
-  sessionId: string | null
-  actorId: string | null
 }
 
 const bearer = (pair: Pair) => ({ authorization: `Bearer ${pair.accessToken}` })
@@ -392,7 +382,7 @@ for (const backend of BACKENDS) {
       t.equal(first.securityEvents.pending, 0, 'nothing left pending')
 
       const second = await buildTestApp(t, { ...storage, database })
-      const { events } = await second.securityEventStore.listForUser(userId, { limit: 100 })
+      const { events } = await second.securityEventStore.list({ userId, limit: 100 })
       t.same(events.map((event) => event.type), [...Array(logins).fill('login'), 'login_failed', 'signup'], 'another app reads them all')
     })
 

@@ -5,7 +5,7 @@ import type { FastifyInstance, InjectOptions } from 'fastify'
 import t from 'tap'
 import { normalizeEmail } from '../../src/users.js'
 import { startMailServer, tokenOf, type MailServer } from '../fixtures/mail-server.js'
-import { NO_RATE_LIMITS, NEW_PASSWORD, PASSWORD, buildTestApp, errorShapeProblems, freshEmail, refreshCookieOf, signUpAndLogIn } from '../helpers.js'
+import { NO_RATE_LIMITS, NEW_PASSWORD, PASSWORD, buildTestApp, errorShapeProblems, freshEmail, logIn, refreshCookieOf, signUpAndLogIn, testDatabase } from '../helpers.js'
 
 /*
  * Property-based fuzzing (fast-check, fixed seed, bounded runs): random and
@@ -21,12 +21,17 @@ const ACCOUNT_ROUTES = [
   '/auth/password-reset/request', '/auth/password-reset', '/auth/verify-email/request', '/auth/verify-email',
   '/users/me/email', '/account/reset-password', '/account/verify-email'
 ]
+/** The admin routes of issue 15 (role admin); the requests below carry an admin's token too, so the fuzz reaches them. */
+const ADMIN_ROUTES = ['/admin/users', '/admin/events']
 const ROUTES = [
   '/auth/signup', '/auth/login', '/auth/refresh', '/auth/logout', '/auth/logout-all', '/auth/logout-others',
-  '/auth/password', '/auth/sessions', '/users/me', '/.well-known/jwks.json', '/health', '/docs', '/docs/json',
-  '/auth/introspect', ...ACCOUNT_ROUTES
+  '/auth/password', '/auth/sessions', '/auth/events', '/users/me', '/.well-known/jwks.json', '/health', '/docs', '/docs/json',
+  '/auth/introspect', ...ACCOUNT_ROUTES, ...ADMIN_ROUTES
 ]
-const FIELDS = ['email', 'password', 'refreshToken', 'currentPassword', 'newPassword', 'token', 'newEmail', '__proto__', 'constructor', 'prototype']
+const FIELDS = [
+  'email', 'password', 'refreshToken', 'currentPassword', 'newPassword', 'token', 'newEmail', 'roles', 'disabled',
+  '__proto__', 'constructor', 'prototype'
+]
 const CONTENT_TYPES = [
   'application/json', 'application/json; charset=utf-8', 'APPLICATION/JSON', 'application/json; charset=latin1',
   'application/jsonx', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'text/plain', 'text/html', '*/*', ''
@@ -73,6 +78,9 @@ interface Secrets {
   accessToken: string
   refreshToken: string
   sessionId: string
+  userId: string
+  /** An access token with the role admin (of another account). */
+  adminToken: string
 }
 
 function requestArbitrary (secrets: Secrets): fc.Arbitrary<InjectOptions> {
@@ -80,6 +88,7 @@ function requestArbitrary (secrets: Secrets): fc.Arbitrary<InjectOptions> {
     fc.constant(secrets.accessToken), fc.constant(secrets.refreshToken),
     mutated(secrets.accessToken), mutated(secrets.refreshToken), awkwardText
   )
+  const roleList = fc.array(fc.oneof(fc.constantFrom('admin', 'billing', 'Admin', '', '1x'), awkwardText), { maxLength: 40 })
   const value = fc.oneof(tokenish, fc.constant(secrets.email), mutated(secrets.email), fc.constant(PASSWORD), awkwardText,
     fc.jsonValue({ maxDepth: 2 }))
   const jsonBody = fc.dictionary(fc.oneof(fc.constantFrom(...FIELDS), fc.string({ maxLength: 8 })), value, { maxKeys: 4 })
@@ -90,7 +99,10 @@ function requestArbitrary (secrets: Secrets): fc.Arbitrary<InjectOptions> {
     JSON.stringify({ currentPassword: PASSWORD, newPassword: `${PASSWORD}!` }),
     JSON.stringify({ email: secrets.email }),
     JSON.stringify({ token: 'A'.repeat(43), newPassword: `${PASSWORD}!` }),
-    JSON.stringify({ newEmail: `new-${secrets.email}`, password: PASSWORD })
+    JSON.stringify({ newEmail: `new-${secrets.email}`, password: PASSWORD }),
+    JSON.stringify({ roles: ['billing'] }),
+    JSON.stringify({ disabled: false }),
+    JSON.stringify({ roles: [], disabled: false })
   )
   const body = fc.option(fc.oneof(
     jsonBody,
@@ -98,13 +110,18 @@ function requestArbitrary (secrets: Secrets): fc.Arbitrary<InjectOptions> {
     fc.string({ unit: 'binary', maxLength: 200 }),
     fc.uint8Array({ maxLength: 200 }).map((bytes) => Buffer.from(bytes)),
     fc.nat({ max: 3000 }).map((depth) => '['.repeat(depth) + ']'.repeat(depth)),
-    fc.jsonValue({ maxDepth: 4 }).map((json) => JSON.stringify(json) ?? 'null')
+    fc.jsonValue({ maxDepth: 4 }).map((json) => JSON.stringify(json) ?? 'null'),
+    fc.record({ roles: roleList, disabled: fc.oneof(fc.boolean(), fc.jsonValue()) }, { requiredKeys: [] }).map((patch) => JSON.stringify(patch))
   ), { nil: undefined })
 
   const path = fc.oneof(
     fc.constantFrom(...ROUTES),
     fc.constantFrom(`/auth/sessions/${secrets.sessionId}`, '/auth/sessions/'),
     fc.oneof(fc.uuid(), headerText(40)).map((id) => `/auth/sessions/${asPath(id).replace(/\//g, '%2f')}`),
+    fc.tuple(fc.oneof(fc.constant(secrets.userId), fc.uuid(), headerText(40).map((id) => asPath(id).replace(/\//g, '%2f'))), fc.constantFrom('', '/sessions'))
+      .map(([id, rest]) => `/admin/users/${id}${rest}`),
+    fc.tuple(fc.constantFrom('query', 'limit', 'cursor', 'userId', 'type', 'before'), headerText(40), fc.constantFrom(...ADMIN_ROUTES))
+      .map(([name, value, route]) => `${route}?${name}=${asPath(value)}`),
     fc.constantFrom(...ROUTES).chain(mutated).map((mangled) => `/${asPath(mangled.replace(/^\/+/, ''))}`),
     fc.tuple(fc.constantFrom(...ROUTES), headerText(30)).map(([route, query]) => `${route}?${asPath(query)}`),
     fc.constantFrom('/%E0%A4%A', '/docs/../../etc/passwd', '//auth//login', '/auth/login/', '/AUTH/LOGIN', '/auth/login%00', '/*')
@@ -112,6 +129,8 @@ function requestArbitrary (secrets: Secrets): fc.Arbitrary<InjectOptions> {
 
   const authorization = fc.oneof(
     fc.constant(`Bearer ${secrets.accessToken}`),
+    fc.constant(`Bearer ${secrets.adminToken}`),
+    mutated(secrets.adminToken).map((token) => `Bearer ${token}`),
     mutated(secrets.accessToken).map((token) => `Bearer ${token}`),
     headerText(100),
     headerText(100).map((token) => `Bearer ${token}`),
@@ -146,10 +165,19 @@ function requestArbitrary (secrets: Secrets): fc.Arbitrary<InjectOptions> {
   })
 }
 
+/** A new account granted the role admin (as an admin or the command line grants it), signed in: its id and access token. */
+async function signedInAdmin (app: FastifyInstance): Promise<{ id: string, accessToken: string }> {
+  const email = freshEmail('fuzz-admin')
+  const { id } = (await app.inject({ method: 'POST', url: '/auth/signup', payload: { email, password: PASSWORD } })).json()
+  await app.admin.updateUser(id, { roles: ['admin'] }, { id: null, ip: null, userAgent: null })
+  return { id, accessToken: (await logIn(app, email)).accessToken }
+}
+
 async function session (app: FastifyInstance): Promise<Secrets> {
   const { email, accessToken, refreshToken } = await signUpAndLogIn(app, 'fuzz')
   const sessions = await app.inject({ method: 'GET', url: '/auth/sessions', headers: { authorization: `Bearer ${accessToken}` } })
-  return { email, accessToken, refreshToken, sessionId: sessions.json()[0].id }
+  const me = await app.inject({ method: 'GET', url: '/users/me', headers: { authorization: `Bearer ${accessToken}` } })
+  return { email, accessToken, refreshToken, sessionId: sessions.json()[0].id, userId: me.json().id, adminToken: (await signedInAdmin(app)).accessToken }
 }
 
 /** The codes of API.md's error table: the only ones a client is promised. */
@@ -201,7 +229,7 @@ t.test('random and mutated requests to every route', async (t) => {
     const problems = problemsOf(String(request.method), response)
     if (problems.length > 0) throw new Error(`${request.method} ${request.url}: ${problems.join('; ')}\n${response.body.slice(0, 300)}`)
     codes.note(String(request.method), String(request.url), response)
-  }), { seed: SEED, numRuns: 1500, endOnFailure: true })
+  }), { seed: SEED, numRuns: 2500, endOnFailure: true })
   t.strictSame(Object.fromEntries(codes.found), {}, `every error code is one of API.md's; others: ${JSON.stringify(Object.fromEntries(codes.found))}`)
 
   t.pass(`statuses: ${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))}`)
@@ -317,8 +345,19 @@ function accountRequestArbitrary (live: () => AccountSecrets): fc.Arbitrary<Inje
     )
   }, { requiredKeys: [] })
 
+  return perturbedCalls(call, perturbation, live, (call, secrets) => call.authorized === true ? secrets.accessToken : undefined)
+}
+
+/**
+ * Requests from well-formed `calls`, two in five sent as they are and the
+ * rest broken by a `perturbation`; `tokenOf` is the access token a call
+ * carries unless the perturbation changes or drops it (undefined: none).
+ */
+function perturbedCalls<S> (
+  calls: fc.Arbitrary<AccountCall>, perturbation: fc.Arbitrary<Perturbation>, live: () => S, tokenOf: (call: AccountCall, secrets: S) => string | undefined
+): fc.Arbitrary<InjectOptions> {
   const untouched: fc.Arbitrary<Perturbation> = fc.constant({})
-  return fc.tuple(call, fc.oneof({ weight: 2, arbitrary: untouched }, { weight: 3, arbitrary: perturbation }), fc.constant(null).map(live))
+  return fc.tuple(calls, fc.oneof({ weight: 2, arbitrary: untouched }, { weight: 3, arbitrary: perturbation }), fc.constant(null).map(live))
     .chain(([call, change, secrets]) => {
       const text = call.body === undefined ? undefined : JSON.stringify(call.body)
       const edited = change.bodyEdit === true && text !== undefined ? mutated(text) : fc.constant(text)
@@ -326,8 +365,9 @@ function accountRequestArbitrary (live: () => AccountSecrets): fc.Arbitrary<Inje
         const headers: Record<string, string> = {}
         const payload = 'body' in change ? change.body : bodyText
         if (payload !== undefined) headers['content-type'] = change.contentType ?? 'application/json'
+        const token = tokenOf(call, secrets)
         if (change.authorization !== undefined) headers.authorization = change.authorization
-        else if (call.authorized === true && change.unauthorized !== true) headers.authorization = `Bearer ${secrets.accessToken}`
+        else if (token !== undefined && change.unauthorized !== true) headers.authorization = `Bearer ${token}`
         const method = change.method ?? call.method
         const request: InjectOptions = { method: method as InjectOptions['method'], url: change.url ?? call.url, headers }
         if (payload !== undefined && method !== 'GET' && method !== 'HEAD') request.payload = payload
@@ -388,6 +428,122 @@ t.test('the account routes: well-formed calls with live link tokens, and every w
   t.strictSame(Object.fromEntries(codes.found), {}, `every error code is one of API.md's; others: ${JSON.stringify(Object.fromEntries(codes.found))}`)
 
   t.equal((await accountApp.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'still serving')
+})
+
+/** What the admin-route fuzz acts with: an admin, a user to act on (replaced once changed), and a cursor the service gave. */
+interface AdminSecrets {
+  adminId: string
+  adminToken: string
+  /** A user's access token, without the role. */
+  userToken: string
+  targetId: string
+  cursor: string
+}
+
+async function adminSession (app: FastifyInstance, admin: { id: string, accessToken: string }): Promise<AdminSecrets> {
+  const target = await signUpAndLogIn(app, 'fuzz-target')
+  const targetId = (await app.inject({ method: 'GET', url: '/users/me', headers: { authorization: `Bearer ${target.accessToken}` } })).json().id
+  const page = await app.inject({ method: 'GET', url: '/admin/users?limit=1', headers: { authorization: `Bearer ${admin.accessToken}` } })
+  if (page.statusCode !== 200) throw new Error(`the admin cannot list users: ${page.statusCode} ${page.body}`)
+  return { adminId: admin.id, adminToken: admin.accessToken, userToken: target.accessToken, targetId, cursor: page.json().next }
+}
+
+/** Requests to the admin routes as an admin's client would make them: each with the query or body it expects. */
+const wellFormedAdminCalls = (secrets: AdminSecrets): AccountCall[] => [
+  { method: 'GET', url: '/admin/users' },
+  { method: 'GET', url: '/admin/users?query=fuzz-target&limit=5' },
+  { method: 'GET', url: '/admin/users?query=%25_%5C&limit=100' },
+  { method: 'GET', url: `/admin/users?limit=2&cursor=${secrets.cursor}` },
+  { method: 'GET', url: `/admin/users/${secrets.targetId}` },
+  { method: 'GET', url: `/admin/users/${secrets.adminId}` },
+  { method: 'GET', url: '/admin/users/00000000-0000-4000-8000-000000000000' },
+  { method: 'PATCH', url: `/admin/users/${secrets.targetId}`, body: { roles: ['billing', 'support'] } },
+  { method: 'PATCH', url: `/admin/users/${secrets.targetId}`, body: { disabled: true } },
+  { method: 'PATCH', url: `/admin/users/${secrets.targetId}`, body: { roles: [], disabled: false } },
+  { method: 'PATCH', url: `/admin/users/${secrets.targetId}`, body: { roles: Array.from({ length: 33 }, (_, index) => `role-${index}`) } },
+  { method: 'PATCH', url: `/admin/users/${secrets.targetId}`, body: { roles: ['Not A Role'] } },
+  { method: 'PATCH', url: `/admin/users/${secrets.targetId}`, body: {} },
+  // The only admin of this app's database: refused with LAST_ADMIN, whatever else happens.
+  { method: 'PATCH', url: `/admin/users/${secrets.adminId}`, body: { roles: [] } },
+  { method: 'PATCH', url: `/admin/users/${secrets.adminId}`, body: { disabled: true } },
+  { method: 'DELETE', url: `/admin/users/${secrets.adminId}` },
+  { method: 'DELETE', url: `/admin/users/${secrets.targetId}` },
+  { method: 'DELETE', url: `/admin/users/${secrets.targetId}/sessions` },
+  { method: 'GET', url: `/admin/events?userId=${secrets.targetId}&type=login&limit=3` },
+  { method: 'GET', url: '/admin/events?before=not-a-cursor' },
+  { method: 'GET', url: '/admin/events' }
+]
+
+function adminRequestArbitrary (live: () => AdminSecrets): fc.Arbitrary<InjectOptions> {
+  const call = fc.constant(null).chain(() => fc.constantFrom(...wellFormedAdminCalls(live())))
+  const value = fc.oneof(awkwardText, fc.jsonValue({ maxDepth: 2 }), fc.array(fc.oneof(fc.constantFrom('admin', 'billing'), awkwardText), { maxLength: 40 }))
+  const perturbation: fc.Arbitrary<Perturbation> = fc.record({
+    body: fc.oneof(
+      fc.dictionary(fc.oneof(fc.constantFrom('roles', 'disabled', ...FIELDS), fc.string({ maxLength: 8 })), value, { maxKeys: 3 }).map((body) => JSON.stringify(body)),
+      fc.string({ unit: 'binary', maxLength: 120 }),
+      fc.jsonValue({ maxDepth: 3 }).map((json) => JSON.stringify(json) ?? 'null'),
+      fc.constant(undefined)
+    ),
+    bodyEdit: fc.constant(true),
+    contentType: fc.oneof(fc.constantFrom(...CONTENT_TYPES), headerText(40)),
+    authorization: fc.constant(null).chain(() => fc.oneof(
+      mutated(live().adminToken).map((token) => `Bearer ${token}`),
+      fc.constantFrom(`Bearer ${live().userToken}`, 'Bearer', 'Basic YTpi'),
+      headerText(80)
+    )),
+    unauthorized: fc.constant(true),
+    method: fc.constantFrom('GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'HEAD', 'OPTIONS'),
+    url: fc.oneof(
+      fc.constant(null).chain(() => fc.constantFrom(...wellFormedAdminCalls(live()).map(({ url }) => url))).chain(mutated)
+        .map((mangled) => `/${asPath(mangled.replace(/^\/+/, ''))}`),
+      fc.tuple(fc.constantFrom('/admin/users', '/admin/events'), fc.constantFrom('query', 'limit', 'cursor', 'userId', 'type', 'before', 'x'), headerText(60))
+        .map(([route, name, text]) => `${route}?${name}=${asPath(text)}`),
+      fc.constant(null).chain(() => mutated(live().cursor)).map((cursor) => `/admin/users?cursor=${asPath(cursor)}`)
+    )
+  }, { requiredKeys: [] })
+
+  return perturbedCalls(call, perturbation, live, (_call, secrets) => secrets.adminToken)
+}
+
+t.test('the admin routes: well-formed calls with an admin\'s token, and every way they can be broken', async (t) => {
+  // An app and a database of its own with one admin, so that what only the last admin gets (LAST_ADMIN) is reached too.
+  const adminApp = await buildTestApp(t, { rateLimits: NO_RATE_LIMITS, database: await testDatabase(t, { fresh: true }) })
+  const admin = await signedInAdmin(adminApp)
+  let live = await adminSession(adminApp, admin)
+  const outcomes = new Map<string, number>()
+  const codes = offContract()
+
+  await fc.assert(fc.asyncProperty(adminRequestArbitrary(() => live), async (request) => {
+    const response = await adminApp.inject(request)
+    const path = String(request.url).split('?')[0]!.replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, ':id')
+    const code = response.statusCode >= 400 && request.method !== 'HEAD' ? ` ${String(response.json().code)}` : ''
+    const outcome = `${request.method} ${path} ${response.statusCode}${code}`
+    outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1)
+    const problems = problemsOf(String(request.method), response)
+    if (problems.length > 0) throw new Error(`${request.method} ${request.url}: ${problems.join('; ')}\n${response.body.slice(0, 300)}`)
+    codes.note(String(request.method), String(request.url), response)
+    // The user acted on was changed or is gone: carry on with a fresh one.
+    if (response.statusCode < 300 && request.method !== 'GET' && request.method !== 'HEAD' && request.method !== 'OPTIONS') {
+      live = await adminSession(adminApp, admin)
+    }
+  }), { seed: SEED, numRuns: 400, endOnFailure: true })
+
+  const reached = (pattern: RegExp): number => [...outcomes].filter(([outcome]) => pattern.test(outcome)).reduce((sum, [, count]) => sum + count, 0)
+  t.pass(`outcomes: ${JSON.stringify(Object.fromEntries([...outcomes].sort(([a], [b]) => a.localeCompare(b))))}`)
+  t.ok(reached(/^GET \/admin\/users 200$/) > 0, 'users were listed')
+  t.ok(reached(/^GET \/admin\/users\/:id 200$/) > 0, 'a user was read')
+  t.ok(reached(/^PATCH \/admin\/users\/:id 200$/) > 0, 'a user was changed')
+  t.ok(reached(/^DELETE \/admin\/users\/:id 204$/) > 0, 'a user was deleted')
+  t.ok(reached(/^DELETE \/admin\/users\/:id\/sessions 204$/) > 0, 'sessions were ended')
+  t.ok(reached(/^GET \/admin\/events 200$/) > 0, 'events were listed')
+  t.ok(reached(/ 409 LAST_ADMIN$/) > 0, 'the last admin was kept')
+  t.ok(reached(/ 403 FORBIDDEN$/) > 0, 'a token without the role was refused')
+  t.ok(reached(/ 400 VALIDATION_ERROR$/) > 0, 'broken queries and bodies were refused')
+  t.ok(reached(/ 404 NOT_FOUND$/) > 0, 'unknown users were not found')
+  t.strictSame(Object.fromEntries(codes.found), {}, `every error code is one of API.md's; others: ${JSON.stringify(Object.fromEntries(codes.found))}`)
+
+  const stillAdmin = await adminApp.inject({ method: 'GET', url: '/admin/users', headers: { authorization: `Bearer ${admin.accessToken}` } })
+  t.equal(stillAdmin.statusCode, 200, 'the admin is still one, and the app still serves')
 })
 
 t.test('signup and login with awkward emails and passwords: 4xx or success, and consistent', async (t) => {

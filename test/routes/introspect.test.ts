@@ -73,7 +73,8 @@ for (const backend of BACKENDS) {
           exp: claims.exp,
           iss: 'auth-service',
           aud: 'api',
-          token_type: 'Bearer'
+          token_type: 'Bearer',
+          roles: []
         }, form ? 'as a form (RFC 7662)' : 'as JSON')
       }
 

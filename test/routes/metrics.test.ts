@@ -354,10 +354,13 @@ t.test('a fresh app shows every outcome, revocation kind and event type at 0: ra
   const families = await scrape(await buildTestApp(t, { env: { METRICS_TOKEN } }))
   const series = (name: string, ...labels: string[]) => samplesOf(families, name).map((sample) => labels.map((label) => sample.labels[label]).join(' ')).sort()
   const zeros = (name: string) => samplesOf(families, name).filter((sample) => sample.value !== 0).map((sample) => JSON.stringify(sample.labels))
-  t.strictSame(series('auth_logins_total', 'outcome'), ['busy', 'email_not_verified', 'invalid_credentials', 'succeeded', 'unavailable'])
-  t.strictSame(series('auth_refreshes_total', 'outcome'), ['expired', 'grace', 'invalid', 'refreshed', 'reused', 'revoked', 'rotated', 'unavailable'])
-  t.strictSame(series('auth_revocations_total', 'direction', 'kind'),
-    ['published session', 'published user', 'published user_changed', 'received session', 'received user', 'received user_changed'])
+  t.strictSame(series('auth_logins_total', 'outcome'), ['account_disabled', 'busy', 'email_not_verified', 'invalid_credentials', 'succeeded', 'unavailable'])
+  t.strictSame(series('auth_refreshes_total', 'outcome'),
+    ['disabled', 'expired', 'grace', 'invalid', 'refreshed', 'reused', 'revoked', 'rotated', 'unavailable'])
+  t.strictSame(series('auth_revocations_total', 'direction', 'kind'), [
+    'published session', 'published user', 'published user_changed', 'published user_roles',
+    'received session', 'received user', 'received user_changed', 'received user_roles'
+  ])
   t.strictSame(series('auth_security_events_total', 'type'), [...SECURITY_EVENT_TYPES].sort())
   t.strictSame(['auth_logins_total', 'auth_refreshes_total', 'auth_revocations_total', 'auth_security_events_total'].flatMap(zeros), [], 'all at 0')
 })

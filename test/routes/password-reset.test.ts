@@ -42,7 +42,7 @@ function resetPassword (app: FastifyInstance, token: unknown, newPassword: unkno
 /** The user's security event types, newest first, once the ones waiting are written. */
 async function eventTypes (app: FastifyInstance, userId: string): Promise<string[]> {
   await app.securityEvents.flush()
-  return (await app.securityEventStore.listForUser(userId, { limit: 100 })).events.map(({ type }) => type)
+  return (await app.securityEventStore.list({ userId, limit: 100 })).events.map(({ type }) => type)
 }
 
 for (const backend of BACKENDS) {

@@ -18,7 +18,7 @@ function codeOf (fn: () => unknown): ErrorCode | undefined {
 
 function claims (overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    ...accessTokenClaims({ userId: 'user-1', sessionId: 'session-1', emailVerified: false, now: NOW, ttlSeconds: 600, notAfter: NOW + 3600_000, issuer: 'auth-service', audience: 'api' }),
+    ...accessTokenClaims({ userId: 'user-1', sessionId: 'session-1', facts: { emailVerified: false, roles: [] }, now: NOW, ttlSeconds: 600, notAfter: NOW + 3600_000, issuer: 'auth-service', audience: 'api' }),
     ...overrides
   }
 }
@@ -30,11 +30,12 @@ t.test('accessTokenClaims', async (t) => {
   })
   t.match(issued.jti, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'a random jti')
   t.not(claims().jti, issued.jti, 'a new jti every time')
-  // email_verified is issued on every token but not required of one: tokens issued before it existed stay good until they expire.
-  t.strictSame(Object.keys(issued).sort(), [...REQUIRED_CLAIMS, 'email_verified'].sort(), 'every required claim, email_verified, and nothing else')
+  // email_verified and roles are issued on every token but not required of one: tokens issued before they existed stay good until they expire.
+  t.strictSame(Object.keys(issued).sort(), [...REQUIRED_CLAIMS, 'email_verified', 'roles'].sort(), 'every required claim, email_verified, roles, and nothing else')
   t.equal(issued.email_verified, false)
+  t.strictSame(issued.roles, [])
 
-  const capped = accessTokenClaims({ userId: 'u', sessionId: 's', emailVerified: true, now: NOW, ttlSeconds: 600, notAfter: NOW + 90_500, issuer: 'i', audience: 'a' })
+  const capped = accessTokenClaims({ userId: 'u', sessionId: 's', facts: { emailVerified: true, roles: ['admin'] }, now: NOW, ttlSeconds: 600, notAfter: NOW + 90_500, issuer: 'i', audience: 'a' })
   t.equal(capped.exp, Math.floor((NOW + 90_500) / 1000), 'never after its session\'s end')
   t.equal(capped.email_verified, true, 'email_verified as the user\'s facts say')
 })
@@ -64,6 +65,8 @@ t.test('checkAccessClaims', async (t) => {
   t.equal(codeOf(() => checkAccessClaims(valid, exp * 1000)), 'ACCESS_TOKEN_EXPIRED', 'at exp')
   t.equal(codeOf(() => checkAccessClaims(valid, exp * 1000 + 86_400_000)), 'ACCESS_TOKEN_EXPIRED', 'long after exp')
   t.equal(checkAccessClaims(valid, exp * 1000 + 86_400_000, { allowExpired: true }), valid, 'allowExpired accepts an expired token')
+  const withoutRoles = claims({ roles: undefined })
+  t.equal(checkAccessClaims(withoutRoles, NOW), withoutRoles, 'a token issued before roles existed is valid (it claims none)')
 
   const broken: Array<[string, Record<string, unknown>]> = [
     ['token_use refresh', claims({ token_use: 'refresh' })],
@@ -77,6 +80,9 @@ t.test('checkAccessClaims', async (t) => {
     ['iat missing', claims({ iat: undefined })],
     ['exp a string', claims({ exp: String(valid.exp) })],
     ['exp missing', claims({ exp: undefined })],
+    ['roles a string', claims({ roles: 'admin' })],
+    ['roles with a number', claims({ roles: ['admin', 7] })],
+    ['roles null', claims({ roles: null })],
     ['an empty payload', {}]
   ]
   for (const [name, payload] of broken) {

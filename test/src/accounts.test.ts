@@ -38,7 +38,7 @@ async function setup (t: Test, real: boolean, { hasher = fastPasswordHasher, pol
   const links = new LinkTokenStore(db)
   const facts = new UserFactsCache(async (id) => {
     const user = await users.findById(id)
-    return user === undefined ? undefined : { credentialVersion: user.credentialVersion, emailVerified: user.emailVerified }
+    return user === undefined ? undefined : { credentialVersion: user.credentialVersion, emailVerified: user.emailVerified, roles: user.roles, disabled: user.disabled }
   })
   // As plugins/revocations.ts wires it: a changed user is read afresh.
   const revocations = new RevocationList(clock, DEFAULT_SESSION_POLICY.accessTokenTtl * 1000, undefined, {
@@ -264,7 +264,7 @@ for (const { name, real, skip } of variants) {
       t.equal(await users.findById(user.id), undefined)
       t.equal(await refreshes(user.refreshToken), false, 'its session is over')
       t.equal(await links.find(hashLinkToken(token), ['password_reset'], new Date(0)), undefined, 'its links are gone')
-      t.strictSame(events.at(-1), { type: 'account_deleted', userId: user.id }, 'recorded without client details')
+      t.strictSame(events.at(-1), { type: 'account_deleted', userId: user.id, actorId: null }, 'recorded without client details')
       t.strictSame(forgotten, [user.id], 'the older events\' client details are erased')
       t.match(mails.at(-1), { to: user.email, template: { kind: 'account_deleted' } })
       t.equal(await codeOf(accounts.deleteAccount(user.id, PASSWORD)), 'INVALID_CREDENTIALS', 'a token outliving its account')

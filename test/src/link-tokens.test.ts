@@ -303,7 +303,7 @@ for (const { name, real, skip } of variants) {
       const issued = await Promise.all(KINDS.map((kind) => issue(s, kind, user, { address: kind === 'email_change' ? freshEmail('new') : undefined })))
       const kept = await issue(s, 'password_reset', other)
       t.equal((await rowsOf(db, [user.id])).length, 3)
-      t.equal(await users.delete(user.id), true)
+      t.equal(await users.delete(user.id), 'deleted')
       t.same(await rowsOf(db, [user.id]), [], 'cascaded')
       for (const { tokenHash } of issued) t.equal(await links.redeem(tokenHash, KINDS, at(START)), undefined)
       t.ok(await links.find(kept.tokenHash, ['password_reset'], at(START)), 'another account\'s link stays')
@@ -619,7 +619,7 @@ class Delete implements Command {
   check = (): boolean => true
   async run (model: Model, real: Real): Promise<void> {
     const user = model.users[this.user]!
-    assert.equal(await real.stores.users.delete(real.ids[this.user]!), !user.deleted)
+    assert.equal(await real.stores.users.delete(real.ids[this.user]!), user.deleted ? 'not-found' : 'deleted')
     user.deleted = true
     for (const link of model.links) if (link.user === this.user) link.live = false
     await checkRows(model, real)

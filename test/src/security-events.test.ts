@@ -394,7 +394,7 @@ async function walk (
   const pages: SecurityEvent[][] = []
   let before: EventPosition | undefined
   for (;;) {
-    const page = await store.listForUser(userId, { limit, before })
+    const page = await store.list({ userId, limit, before })
     pages.push(page.events)
     if (page.events.length > limit) throw new Error(`a page of ${page.events.length} for a limit of ${limit}`)
     if (page.next === null) break
@@ -439,7 +439,7 @@ for (const { name, onServer, skip } of variants) {
         { type: 'login', userId: user, at: at(2000), sessionId: session, ...CLIENT },
         { type: 'roles_changed', userId: user, at: at(1000), actorId: admin, ip: '198.51.100.1', userAgent: 'Admin/2.0' }
       ])
-      const page = await store.listForUser(user, { limit: 10 })
+      const page = await store.list({ userId: user, limit: 10 })
       t.same(page.events.map((event) => ({ ...event, id: undefined })), [
         { id: undefined, type: 'login', at: at(2000), userId: user, sessionId: session, actorId: null, ...CLIENT },
         { id: undefined, type: 'roles_changed', at: at(1000), userId: user, sessionId: null, actorId: admin, ip: '198.51.100.1', userAgent: 'Admin/2.0' },
@@ -447,7 +447,7 @@ for (const { name, onServer, skip } of variants) {
       ])
       t.ok(page.events.every((event) => /^[1-9]\d*$/.test(event.id)), 'ids are decimal strings')
       t.equal(page.next, null, 'one page')
-      t.same(await store.listForUser(randomUUID(), { limit: 10 }), { events: [], next: null }, 'a user with no events: an empty last page')
+      t.same(await store.list({ userId: randomUUID(), limit: 10 }), { events: [], next: null }, 'a user with no events: an empty last page')
       await store.insert([])
       t.pass('an empty batch is no error')
     })
@@ -456,7 +456,7 @@ for (const { name, onServer, skip } of variants) {
       const user = await account()
       await store.insert(range(1, 5).map((n) => ({ type: 'login_failed' as const, userId: user, at: at(0), userAgent: `ua-${n}` })))
       await store.insert([{ type: 'login', userId: user, at: at(0), userAgent: 'ua-6' }])
-      const all = (await store.listForUser(user, { limit: 10 })).events
+      const all = (await store.list({ userId: user, limit: 10 })).events
       t.same(all.map((event) => event.userAgent), ['ua-6', 'ua-5', 'ua-4', 'ua-3', 'ua-2', 'ua-1'], 'the last inserted first')
       t.ok(all.every((event, i) => i === 0 || BigInt(event.id) < BigInt(all[i - 1]!.id)), 'ids descending')
       const { events, pages } = await walk(store, user, 2)
@@ -515,11 +515,11 @@ for (const { name, onServer, skip } of variants) {
         { type: 'login', userId: leaving, at: at(1), sessionId: session, ...CLIENT },
         { type: 'login', userId: staying, at: at(1), sessionId: randomUUID(), ...CLIENT }
       ])
-      const before = (await store.listForUser(leaving, { limit: 10 })).events
+      const before = (await store.list({ userId: leaving, limit: 10 })).events
       await store.forgetClientDetails(leaving)
-      const after = (await store.listForUser(leaving, { limit: 10 })).events
+      const after = (await store.list({ userId: leaving, limit: 10 })).events
       t.same(after, before.map((event) => ({ ...event, ip: null, userAgent: null })), 'same rows, same ids, user and session; no address, no user agent')
-      t.same((await store.listForUser(staying, { limit: 10 })).events.map((event) => [event.ip, event.userAgent]), [[CLIENT.ip, CLIENT.userAgent]],
+      t.same((await store.list({ userId: staying, limit: 10 })).events.map((event) => [event.ip, event.userAgent]), [[CLIENT.ip, CLIENT.userAgent]],
         'another user\'s events keep theirs')
       await store.forgetClientDetails(randomUUID())
       t.pass('a user without events is no error')

@@ -9,7 +9,7 @@ import { formatRefreshToken, newRefreshSecret, parseRefreshToken, sessionIdOf } 
 import { RevocationList } from '../../src/revocation-list.js'
 import { GRACE_GENERATIONS, type SessionInfo, type SessionStore } from '../../src/session-store.js'
 import { SessionService, type SessionPolicy, type TokenPair, type UserFactsSource } from '../../src/sessions.js'
-import { FakeClock, skipUnless, testRedis } from '../helpers.js'
+import { FakeClock, modelRuns, positiveIntegerFromEnv, skipUnless, testRedis } from '../helpers.js'
 
 /*
  * A model-based test of the session state machine (issue 11, "How it is
@@ -35,18 +35,9 @@ import { FakeClock, skipUnless, testRedis } from '../helpers.js'
  * and is skipped without it.
  */
 
-const CI_SEED = 20_301_101
 const CI_RUNS = 250
-const RUNS = positiveIntegerFromEnv('MODEL_RUNS') ?? CI_RUNS
-const SEED = positiveIntegerFromEnv('MODEL_SEED') ?? (process.env.MODEL_RUNS === undefined ? CI_SEED : Date.now() % 2 ** 31)
+const { runs: RUNS, seed: SEED } = modelRuns(20_301_101, CI_RUNS)
 const MAX_COMMANDS = positiveIntegerFromEnv('MODEL_COMMANDS') ?? 40
-
-function positiveIntegerFromEnv (name: string): number | undefined {
-  const value = process.env[name]
-  if (value === undefined) return undefined
-  if (!/^[1-9]\d*$/.test(value)) throw new Error(`${name} must be a positive integer, got ${value}`)
-  return Number(value)
-}
 
 const SECOND = 1000
 const START = Date.UTC(2030, 0, 1)
@@ -766,8 +757,8 @@ async function runModel (t: Test, storeOfRun: StoreOfRun): Promise<void> {
     const users = [`alice-${run}`, `bob-${run}`]
     const credentialVersions = new Map(users.map((userId) => [userId, 0]))
     const userFacts: UserFactsSource = {
-      get: async (userId) => credentialVersions.has(userId) ? { credentialVersion: credentialVersions.get(userId)!, emailVerified: false } : undefined,
-      fresh: async (userId) => credentialVersions.has(userId) ? { credentialVersion: credentialVersions.get(userId)!, emailVerified: false } : undefined
+      get: async (userId) => credentialVersions.has(userId) ? { credentialVersion: credentialVersions.get(userId)!, emailVerified: false, roles: [], disabled: false } : undefined,
+      fresh: async (userId) => credentialVersions.has(userId) ? { credentialVersion: credentialVersions.get(userId)!, emailVerified: false, roles: [], disabled: false } : undefined
     }
     const revocations = new RevocationList(clock, POLICY.accessTokenTtl * SECOND)
     const reuseEvents: string[] = []
@@ -781,8 +772,8 @@ async function runModel (t: Test, storeOfRun: StoreOfRun): Promise<void> {
         record: (event) => { if (event.type === 'refresh_reuse_detected') reuseEvents.push(event.sessionId ?? '(no session id)') }
       },
       // The claims the real signer would sign, in plain JSON: the model reads sid and exp from them.
-      issueAccessToken: (userId, sessionId, notAfter, { emailVerified }) => JSON.stringify(accessTokenClaims({
-        userId, sessionId, emailVerified, now: clock.now(), ttlSeconds: POLICY.accessTokenTtl, notAfter, issuer: 'session-model-test', audience: 'session-model-test'
+      issueAccessToken: (userId, sessionId, notAfter, facts) => JSON.stringify(accessTokenClaims({
+        userId, sessionId, facts, now: clock.now(), ttlSeconds: POLICY.accessTokenTtl, notAfter, issuer: 'session-model-test', audience: 'session-model-test'
       }))
     })
     const model: Model = {

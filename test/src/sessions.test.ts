@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
+import type { AccessTokenFacts } from '../../src/access-token.js'
 import type { Test } from 'tap'
 import type { ErrorCode } from '../../src/errors.js'
 import { ServiceError } from '../../src/errors.js'
@@ -34,7 +35,7 @@ function setup (t: Test, policy: Partial<SessionPolicy> = {}) {
   const fullPolicy = { ...DEFAULT_SESSION_POLICY, ...policy }
   const revocations = new RevocationList(clock, fullPolicy.accessTokenTtl * 1000)
   // The users' facts as the database holds them; `reads` counts how the service asks for them.
-  const facts = new Map<string, UserFacts>([[USER.id, { credentialVersion: 0, emailVerified: false }], [STRANGER.id, { credentialVersion: 0, emailVerified: false }]])
+  const facts = new Map<string, UserFacts>([[USER.id, { credentialVersion: 0, emailVerified: false, roles: [], disabled: false }], [STRANGER.id, { credentialVersion: 0, emailVerified: false, roles: [], disabled: false }]])
   const reads = { get: 0, fresh: 0 }
   /** Set to make reading the user afresh fail, as when the database is down. */
   const outage: { error?: Error } = {}
@@ -53,6 +54,8 @@ function setup (t: Test, policy: Partial<SessionPolicy> = {}) {
     }
   }
   const issued: Issued[] = []
+  /** What each access token says of its user, in the order they were issued. */
+  const issuedFacts: AccessTokenFacts[] = []
   const events: SecurityEventRecord[] = []
   const refreshes: string[] = []
   const { service, store } = inProcessSessionService(t, {
@@ -62,14 +65,15 @@ function setup (t: Test, policy: Partial<SessionPolicy> = {}) {
     users,
     events: { record: (event) => { events.push(event) } },
     refreshed: (outcome) => { refreshes.push(outcome) },
-    issueAccessToken: (userId, sessionId, notAfter) => {
+    issueAccessToken: (userId, sessionId, notAfter, tokenFacts) => {
       issued.push({ userId, sessionId, notAfter })
+      issuedFacts.push(tokenFacts)
       return `access-token-${issued.length}`
     }
   })
   const calls: LogCall[] = []
   const log = { warn: (details: object, message: string) => { calls.push({ details: details as Record<string, unknown>, message }) } }
-  return { clock, store, revocations, service, issued, log, calls, facts, reads, gate, outage, events, refreshes }
+  return { clock, store, revocations, service, issued, issuedFacts, log, calls, facts, reads, gate, outage, events, refreshes }
 }
 
 /** Awaits `promise` expecting a ServiceError with `code`. */
@@ -544,7 +548,7 @@ t.test('a login past maxSessionsPerUser ends the least recently used session', a
 t.test('credential versions: a session opened or kept under an older one is over', async (t) => {
   t.test('open refuses a user whose credentials changed since their password was checked', async (t) => {
     const { service, facts, issued, store } = setup(t)
-    facts.set(USER.id, { credentialVersion: 1, emailVerified: false })
+    facts.set(USER.id, { credentialVersion: 1, emailVerified: false, roles: [], disabled: false })
     await failsWith(t, service.open(USER, CLIENT), 'INVALID_CREDENTIALS', 'checked under version 0, now 1')
     t.equal(issued.length, 0, 'no access token signed')
     t.strictSame(await service.list(USER.id, ''), [], 'no live session left')
@@ -557,7 +561,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     const { service, clock, log, facts, revocations } = setup(t)
     const opened = await service.open(USER, CLIENT)
     const rotated = await service.refresh(opened.refreshToken, CLIENT, log)
-    facts.set(USER.id, { credentialVersion: 1, emailVerified: false })
+    facts.set(USER.id, { credentialVersion: 1, emailVerified: false, roles: [], disabled: false })
     clock.advance(SECOND)
     await failsWith(t, service.refresh(opened.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'through the grace')
     t.ok(revocations.isRevoked(sessionOf(opened.refreshToken)), 'its access tokens revoked')
@@ -573,7 +577,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     const [a, b, c] = [await service.open(USER, CLIENT), await service.open(USER, CLIENT), await service.open(USER, CLIENT)]
     const stranger = await service.open(STRANGER, CLIENT)
     await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(a.refreshToken) }, async () => {
-      facts.set(USER.id, { credentialVersion: 1, emailVerified: false })
+      facts.set(USER.id, { credentialVersion: 1, emailVerified: false, roles: [], disabled: false })
       return 1
     })
     const kept = await service.refresh(a.refreshToken, CLIENT, log)
@@ -601,7 +605,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     const { service, log, facts } = setup(t)
     const a = await service.open(USER, CLIENT)
     await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(a.refreshToken) }, async () => {
-      facts.set(USER.id, { credentialVersion: 2, emailVerified: false })
+      facts.set(USER.id, { credentialVersion: 2, emailVerified: false, roles: [], disabled: false })
       return 2
     })
     t.ok(await service.refresh(a.refreshToken, CLIENT, log), 'the caller\'s session refreshes')
@@ -618,7 +622,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     t.equal(store.size, 2, 'the in-flight session exists')
     delete gate.hold
     await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(caller.refreshToken) }, async () => {
-      facts.set(USER.id, { credentialVersion: 1, emailVerified: false })
+      facts.set(USER.id, { credentialVersion: 1, emailVerified: false, roles: [], disabled: false })
       return 1
     })
     release()
@@ -638,7 +642,7 @@ t.test('credential versions: a session opened or kept under an older one is over
     const { service, log, facts } = setup(t, { maxSessionsPerUser: 1 })
     const caller = await service.open(USER, CLIENT)
     await service.changeCredentials(USER, { ...CLIENT, sessionId: sessionOf(caller.refreshToken) }, async () => {
-      facts.set(USER.id, { credentialVersion: 1, emailVerified: false })
+      facts.set(USER.id, { credentialVersion: 1, emailVerified: false, roles: [], disabled: false })
       return 1
     })
     // Its password was checked under version 0, before the change.
@@ -689,4 +693,66 @@ t.test('each lifecycle step records its security event, with the client, and eac
     { type: 'password_changed', userId: USER.id, sessionId: sessionOf(c.refreshToken), ...CLIENT },
     { type: 'sessions_revoked', userId: USER.id, sessionId: sessionOf(e.refreshToken), ...PHONE }
   ], 'deleting a session names the one that ended; logout-others, a password change and logout-all name the caller\'s')
+})
+
+t.test('disabled accounts and roles', async (t) => {
+  const enabled: UserFacts = { credentialVersion: 0, emailVerified: false, roles: [], disabled: false }
+
+  t.test('access tokens carry the user\'s roles as the user cache has them at each issue', async (t) => {
+    const { service, facts, issuedFacts, log } = setup(t)
+    facts.set(USER.id, { ...enabled, roles: ['admin', 'reports'] })
+    const opened = await service.open(USER, CLIENT)
+    facts.set(USER.id, { ...enabled, roles: ['reports'], emailVerified: true })
+    await service.refresh(opened.refreshToken, CLIENT, log)
+    t.strictSame(issuedFacts, [{ emailVerified: false, roles: ['admin', 'reports'] }, { emailVerified: true, roles: ['reports'] }])
+  })
+
+  t.test('a login whose account was disabled while its password was checked: ACCOUNT_DISABLED, and no session', async (t) => {
+    const { service, facts, issued } = setup(t)
+    facts.set(USER.id, { ...enabled, disabled: true })
+    await failsWith(t, service.open(USER, CLIENT), 'ACCOUNT_DISABLED', 'disabled meanwhile')
+    t.equal(issued.length, 0, 'no access token signed')
+    t.strictSame(await service.list(USER.id, ''), [], 'no live session left')
+    facts.set(USER.id, { ...enabled, disabled: true, credentialVersion: 1 })
+    await failsWith(t, service.open(USER, CLIENT), 'ACCOUNT_DISABLED', 'disabled and its password changed: the disabling is what it is told')
+  })
+
+  t.test('a refresh of a disabled account ends its session: ACCOUNT_DISABLED, then again for the ended session', async (t) => {
+    const { service, facts, log, revocations, refreshes } = setup(t)
+    const opened = await service.open(USER, CLIENT)
+    facts.set(USER.id, { ...enabled, disabled: true })
+    await failsWith(t, service.refresh(opened.refreshToken, CLIENT, log), 'ACCOUNT_DISABLED', 'a cache that already knows')
+    t.ok(revocations.isRevoked(sessionOf(opened.refreshToken)), 'its access tokens revoked')
+    t.strictSame(await service.list(USER.id, ''), [], 'the session is over')
+    await failsWith(t, service.refresh(opened.refreshToken, CLIENT, log), 'ACCOUNT_DISABLED', 'the ended session says why')
+    t.strictSame(refreshes, ['disabled', 'disabled'], 'counted as refreshes of a disabled account')
+  })
+
+  t.test('a session ended by a disabling says ACCOUNT_DISABLED; once enabled again, it stays revoked', async (t) => {
+    const { service, facts, log } = setup(t)
+    const opened = await service.open(USER, CLIENT)
+    await service.endAllSessions(USER.id, async () => { facts.set(USER.id, { ...enabled, disabled: true }) })
+    await failsWith(t, service.refresh(opened.refreshToken, CLIENT, log), 'ACCOUNT_DISABLED', 'disabled')
+    facts.set(USER.id, enabled)
+    await failsWith(t, service.refresh(opened.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'enabled again: the session is still over')
+  })
+
+  t.test('a revoked session whose user cannot be read answers REFRESH_TOKEN_REVOKED, not a store failure', async (t) => {
+    const { service, facts, log } = setup(t)
+    const opened = await service.open(USER, CLIENT)
+    await service.revokeAll(USER.id, CLIENT)
+    await failsWith(t, service.refresh(opened.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'an enabled user')
+    facts.get = () => { throw new Error('database down') }
+    await failsWith(t, service.refresh(opened.refreshToken, CLIENT, log), 'REFRESH_TOKEN_REVOKED', 'the user unreadable')
+  })
+
+  t.test('an admin ending every session is recorded with the admin as the actor, and no session of the admin\'s', async (t) => {
+    const { service, events } = setup(t)
+    const opened = await service.open(USER, CLIENT)
+    await service.revokeAllByAdmin(USER.id, { id: STRANGER.id, ip: '198.51.100.1', userAgent: 'admin-console' })
+    t.strictSame(await service.list(USER.id, ''), [], 'every session ended')
+    t.ok(opened, 'it had one')
+    t.match(events.at(-1), { type: 'sessions_revoked', userId: USER.id, actorId: STRANGER.id, ip: '198.51.100.1', userAgent: 'admin-console' })
+    t.notOk('sessionId' in events.at(-1)!, 'names no session')
+  })
 })

@@ -15,16 +15,16 @@ function cacheOver (table: Map<string, UserFacts>) {
 }
 
 t.test('UserFactsCache: one read per miss, then from memory; fresh always reads', async (t) => {
-  const table = new Map([['a', { credentialVersion: 1, emailVerified: false }], ['b', { credentialVersion: 0, emailVerified: false }]])
+  const table = new Map([['a', { credentialVersion: 1, emailVerified: false, roles: [], disabled: false }], ['b', { credentialVersion: 0, emailVerified: false, roles: [], disabled: false }]])
   const { cache, reads } = cacheOver(table)
-  t.strictSame(await cache.get('a'), { credentialVersion: 1, emailVerified: false })
-  t.strictSame(await cache.get('a'), { credentialVersion: 1, emailVerified: false })
+  t.strictSame(await cache.get('a'), { credentialVersion: 1, emailVerified: false, roles: [], disabled: false })
+  t.strictSame(await cache.get('a'), { credentialVersion: 1, emailVerified: false, roles: [], disabled: false })
   t.strictSame(reads, ['a'], 'one primary-key read')
 
-  table.set('a', { credentialVersion: 2, emailVerified: false })
-  t.strictSame(await cache.get('a'), { credentialVersion: 1, emailVerified: false }, 'stale until told')
-  t.strictSame(await cache.fresh('a'), { credentialVersion: 2, emailVerified: false }, 'fresh reads the table')
-  t.strictSame(await cache.get('a'), { credentialVersion: 2, emailVerified: false }, 'and remembers it')
+  table.set('a', { credentialVersion: 2, emailVerified: false, roles: [], disabled: false })
+  t.strictSame(await cache.get('a'), { credentialVersion: 1, emailVerified: false, roles: [], disabled: false }, 'stale until told')
+  t.strictSame(await cache.fresh('a'), { credentialVersion: 2, emailVerified: false, roles: [], disabled: false }, 'fresh reads the table')
+  t.strictSame(await cache.get('a'), { credentialVersion: 2, emailVerified: false, roles: [], disabled: false }, 'and remembers it')
 
   t.equal(await cache.get('nobody'), undefined, 'a user that does not exist')
   t.equal(cache.size, 1, 'is not remembered')
@@ -37,7 +37,7 @@ t.test('UserFactsCache: one read per miss, then from memory; fresh always reads'
 })
 
 t.test('UserFactsCache: forget and clear; a slower read never moves an entry back', async (t) => {
-  const table = new Map([['a', { credentialVersion: 3, emailVerified: false }]])
+  const table = new Map([['a', { credentialVersion: 3, emailVerified: false, roles: [], disabled: false }]])
   const { cache, reads } = cacheOver(table)
   await cache.get('a')
   cache.forget('a')
@@ -51,21 +51,21 @@ t.test('UserFactsCache: forget and clear; a slower read never moves an entry bac
   const slow = new UserFactsCache(async () => {
     if (releaseOld === undefined) {
       await new Promise<void>((resolve) => { releaseOld = resolve })
-      return { credentialVersion: 3, emailVerified: false }
+      return { credentialVersion: 3, emailVerified: false, roles: [], disabled: false }
     }
-    return { credentialVersion: 4, emailVerified: false }
+    return { credentialVersion: 4, emailVerified: false, roles: [], disabled: false }
   })
   const older = slow.fresh('a')
   await new Promise((resolve) => setImmediate(resolve))
   await slow.fresh('a')
   releaseOld()
-  t.strictSame(await older, { credentialVersion: 3, emailVerified: false }, 'the slow read answers what it read')
-  t.strictSame(await slow.get('a'), { credentialVersion: 4, emailVerified: false }, 'but the cache keeps the newer version')
+  t.strictSame(await older, { credentialVersion: 3, emailVerified: false, roles: [], disabled: false }, 'the slow read answers what it read')
+  t.strictSame(await slow.get('a'), { credentialVersion: 4, emailVerified: false, roles: [], disabled: false }, 'but the cache keeps the newer version')
 })
 
 t.test('UserFactsCache: a read under way when the user changes (same version) is answered, not remembered', async (t) => {
   // An address verified while a read of the old row is in flight: the version is the same, the facts are not.
-  const table = new Map([['a', { credentialVersion: 2, emailVerified: false }]])
+  const table = new Map([['a', { credentialVersion: 2, emailVerified: false, roles: [], disabled: false }]])
   let release!: () => void
   let held = true
   const cache = new UserFactsCache(async (userId) => {
@@ -78,11 +78,11 @@ t.test('UserFactsCache: a read under way when the user changes (same version) is
   })
   const inFlight = cache.fresh('a')
   await new Promise((resolve) => setImmediate(resolve))
-  table.set('a', { credentialVersion: 2, emailVerified: true })
+  table.set('a', { credentialVersion: 2, emailVerified: true, roles: [], disabled: false })
   cache.forget('a')
   release()
-  t.strictSame(await inFlight, { credentialVersion: 2, emailVerified: false }, 'the read answers what it read')
-  t.strictSame(await cache.get('a'), { credentialVersion: 2, emailVerified: true }, 'but the cache reads again: the verified address')
+  t.strictSame(await inFlight, { credentialVersion: 2, emailVerified: false, roles: [], disabled: false }, 'the read answers what it read')
+  t.strictSame(await cache.get('a'), { credentialVersion: 2, emailVerified: true, roles: [], disabled: false }, 'but the cache reads again: the verified address')
 })
 
 t.test('a password change on one instance makes every other forget the user\'s cached facts', { skip: skipUnless({ postgres: true, redis: true }) }, async (t) => {

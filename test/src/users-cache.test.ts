@@ -29,7 +29,7 @@ t.test('profile cache: bounded, dropped on a row change, never holds the passwor
   for (let i = 0; i < 3; i++) created.push((await users.create(`profile-${i}@example.com`, `hash-${i}`))!)
   for (const user of created) {
     const profile = await users.findProfile(user.id)
-    t.same(profile, { id: user.id, email: user.email, emailVerified: false, createdAt: user.createdAt })
+    t.same(profile, { id: user.id, email: user.email, emailVerified: false, roles: [], createdAt: user.createdAt })
     t.equal(users.cachedProfile(user.id), profile, 'then cached')
     t.notOk(profile !== undefined && 'passwordHash' in profile, 'no secret in the cache')
   }

@@ -120,10 +120,10 @@ for (const { name, onServer, skip } of variants) {
 
     t.test('delete: the row goes, once; the email is free again', async (t) => {
       const user = await create('leaver')
-      t.equal(await users.delete(user.id), true)
+      t.equal(await users.delete(user.id), 'deleted')
       t.equal(await users.findById(user.id), undefined)
       t.equal(await users.findByEmail(user.email), undefined)
-      t.equal(await users.delete(user.id), false, 'a second time: it was not there')
+      t.equal(await users.delete(user.id), 'not-found', 'a second time: it was not there')
       const again = await users.create(user.email, 'new-hash')
       t.ok(again, 'the email signs up again')
       t.not(again?.id, user.id, 'as a new account')
@@ -157,7 +157,14 @@ for (const { name, onServer, skip } of variants) {
       t.equal((await cached.findProfile(user.id))?.email, moved, 'the profile has the new one')
 
       await remember()
-      t.equal(await cached.delete(user.id), true)
+      t.match(await cached.updateAccess(user.id, () => ({ roles: ['reports'], disabled: true })), { after: { roles: ['reports'], disabled: true } })
+      t.equal(cached.cachedProfile(user.id), undefined, 'updateAccess: the profile is dropped')
+      t.equal(cached.cachedCredentials, 0, 'and the credentials')
+      t.match(await cached.findByEmail(moved), { roles: ['reports'], disabled: true }, 'the next login lookup sees the roles and the disabling')
+      t.strictSame((await cached.findProfile(user.id))?.roles, ['reports'], 'and the profile the roles')
+
+      await remember()
+      t.equal(await cached.delete(user.id), 'deleted')
       t.equal(cached.cachedProfile(user.id), undefined, 'delete: the profile is dropped')
       t.equal(await cached.findByEmail(moved), undefined, 'and a deleted account no longer logs in from the cache')
       t.equal(await cached.findProfile(user.id), undefined)

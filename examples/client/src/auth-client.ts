@@ -7,14 +7,17 @@
  * - The refresh token: in a browser, the HttpOnly `refresh_token` cookie the
  *   service sets, which no script can read ('cookie'); elsewhere (Node, a
  *   mobile app) in memory, sent in the body ('memory').
- * - A call answered `ACCESS_TOKEN_EXPIRED` refreshes once and is retried.
+ * - A call answered `ACCESS_TOKEN_EXPIRED` refreshes once and is retried. So
+ *   is one answered `ACCESS_TOKEN_REVOKED`: the session may live on (an admin
+ *   removed a role: the next token carries the new roles), and the refresh
+ *   tells (`REFRESH_TOKEN_REVOKED` when the session is over).
  *   Concurrent calls share one refresh (single flight): however many fail at
  *   once, the service sees one `POST /auth/refresh`.
  * - A refresh answered `503 STORE_UNAVAILABLE`, or not answered at all, is
  *   sent again with the same refresh token after a short backoff, within the
  *   service's reuse grace, which answers it as the first attempt would have been.
- * - When the session is over (`REFRESH_TOKEN_*`, or an access token revoked
- *   or invalid) the tokens are dropped, `onLoginRequired` is called once, and
+ * - When the session is over (`REFRESH_TOKEN_*`, `ACCOUNT_DISABLED`, or an
+ *   access token invalid, or still revoked after a refresh) the tokens are dropped, `onLoginRequired` is called once, and
  *   the call fails with LoginRequiredError: time to show the login page.
  * - Account recovery and changes (password reset, address verification,
  *   email change, deletion) are one call each; the mailed links carry their
@@ -92,9 +95,12 @@ const DEFAULT_REFRESH_RETRY: RefreshRetryPolicy = { delaysMs: [200, 400, 800, 16
 
 /** Answers that mean the session cannot go on, whatever is retried. */
 const SESSION_OVER = new Set([
-  'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED',
+  'ACCESS_TOKEN_INVALID', 'ACCESS_TOKEN_REVOKED', 'ACCOUNT_DISABLED',
   'REFRESH_TOKEN_MISSING', 'REFRESH_TOKEN_EXPIRED', 'REFRESH_TOKEN_INVALID', 'REFRESH_TOKEN_REVOKED', 'REFRESH_TOKEN_REUSED'
 ])
+
+/** Answers a refresh may cure: an expired token, or one revoked while its session lives on (a role removed). */
+const REFRESH_AND_RETRY = new Set(['ACCESS_TOKEN_EXPIRED', 'ACCESS_TOKEN_REVOKED'])
 
 const inBrowser = (): boolean => typeof (globalThis as { document?: unknown }).document !== 'undefined'
 
@@ -218,7 +224,7 @@ export class AuthClient {
 
   /**
    * `fetch` with the access token: refreshed once and retried on
-   * ACCESS_TOKEN_EXPIRED; LoginRequiredError when the session is over. A
+   * ACCESS_TOKEN_EXPIRED or _REVOKED; LoginRequiredError when the session is over. A
    * relative path is on auth-service; an absolute URL is another service
    * that accepts its access tokens. The body must be replayable (a string,
    * not a stream) for the retry.
@@ -228,7 +234,7 @@ export class AuthClient {
     let token = this.#accessToken ?? await this.refresh()
     let response = await this.#send(pathOrUrl, init, token)
     let code = await errorCode(response)
-    if (code === 'ACCESS_TOKEN_EXPIRED') {
+    if (code !== undefined && REFRESH_AND_RETRY.has(code)) {
       token = await this.refresh(token)
       response = await this.#send(pathOrUrl, init, token)
       code = await errorCode(response)

@@ -4,8 +4,9 @@ import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose'
 /*
  * A service that trusts auth-service's access tokens: it verifies them itself
  * with the public keys at /.well-known/jwks.json (no call to auth-service per
- * request), and asks auth-service (RFC 7662 introspection) only where it must
- * know the session has not been revoked since the token was issued.
+ * request), decides what a caller may do from the token's `roles` claim, and
+ * asks auth-service (RFC 7662 introspection) only where it must know the
+ * session has not been revoked since the token was issued.
  */
 
 const env = process.env
@@ -27,6 +28,8 @@ const keySet = createRemoteJWKSet(new URL('/.well-known/jwks.json', AUTH_URL), {
 interface AccessToken extends JWTPayload {
   sub: string
   sid: string
+  /** The user's roles when the token was issued (absent from tokens issued before auth-service had roles: none). */
+  roles?: string[]
 }
 
 class Unauthorized extends Error {
@@ -34,6 +37,12 @@ class Unauthorized extends Error {
   constructor (readonly code: string, message: string) {
     super(message)
   }
+}
+
+/** A valid token without a role the route requires: the caller needs an admin to grant it, then a refresh. */
+class Forbidden extends Error {
+  readonly statusCode = 403
+  readonly code = 'FORBIDDEN'
 }
 
 /** Everything a consumer must check: signature by kid, the one algorithm, iss, aud, typ, exp and the token type. */
@@ -71,6 +80,21 @@ async function isStillActive (request: FastifyRequest): Promise<boolean> {
   return (await response.json() as { active: boolean }).active
 }
 
+/**
+ * A preHandler that lets through only a token carrying `role`, decided from
+ * the token alone: no call to auth-service. So a role an admin removed still
+ * passes here with a token issued before, until it expires (ACCESS_TOKEN_TTL,
+ * 10 minutes by default; the next refresh gets a token without the role).
+ * Where that matters, introspect as /transfer does: auth-service refuses such
+ * a token within a second of the removal.
+ */
+function requireRole (role: string) {
+  return async (request: FastifyRequest): Promise<void> => {
+    const roles = request.token!.roles
+    if (!Array.isArray(roles) || !roles.includes(role)) throw new Forbidden(`This route requires the role ${role}`)
+  }
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     token: AccessToken | null
@@ -92,6 +116,9 @@ app.post('/transfer', async (request) => {
   if (!await isStillActive(request)) throw new Unauthorized('TOKEN_REVOKED', 'The session of this token has ended')
   return { ok: true, by: request.token!.sub }
 })
+
+// Only for callers with the role reports.
+app.get('/reports', { preHandler: requireRole('reports') }, async (request) => ({ reports: [], for: request.token!.sub }))
 
 app.get('/health', async () => ({ status: 'ok' }))
 
