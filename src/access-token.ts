@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { ServiceError } from './errors.js'
+import { isRoleList } from './roles.js'
 
 /** Tokens longer than this are refused before any parsing or signature work. */
 export const MAX_TOKEN_LENGTH = 8192
@@ -88,8 +89,4 @@ export function checkAccessClaims (payload: Record<string, unknown>, now: number
   }
   if (!allowExpired && exp * 1000 <= now) throw new ServiceError('ACCESS_TOKEN_EXPIRED')
   return payload as unknown as AccessTokenClaims
-}
-
-function isRoleList (roles: unknown): roles is string[] {
-  return Array.isArray(roles) && roles.every((role) => typeof role === 'string')
 }

@@ -166,10 +166,8 @@ export class AccountService {
     await this.#delete(await this.#checkPassword(userId, password))
   }
 
-  /** An admin deletes the account, as its user can: NOT_FOUND when there is none. */
-  async deleteByAdmin (userId: string, actor: AdminActor): Promise<void> {
-    const user = await this.deps.users.findById(userId)
-    if (user === undefined) throw new ServiceError('NOT_FOUND', 'No such user')
+  /** An admin deletes the account, as its user can (NOT_FOUND when it went meanwhile). */
+  async deleteByAdmin (user: User, actor: AdminActor): Promise<void> {
     await this.#delete(user, actor)
   }
 

@@ -98,7 +98,7 @@ export class AdminService {
 
   /** Deletes the account as DELETE /users/me does; LAST_ADMIN for the last enabled admin. */
   async deleteUser (userId: string, actor: AdminActor): Promise<void> {
-    await this.deps.accounts.deleteByAdmin(userId, actor)
+    await this.deps.accounts.deleteByAdmin(await this.#find(userId), actor)
   }
 
   /** Revokes every session of the account (refresh tokens at once, access tokens within a second). */

@@ -3,6 +3,7 @@ import type { Clock } from './clock.js'
 import { storeUnavailable } from './errors.js'
 import { transaction } from './redis-client.js'
 import type { RevocationEvent, RevocationFeed } from './revocation-list.js'
+import { isRoleList } from './roles.js'
 
 export interface RedisRevocationFeedOptions {
   prefix?: string
@@ -121,7 +122,7 @@ function parseEvent (text: string): RevocationEvent | undefined {
     if (typeof event.sessionId === 'string') return { sessionId: event.sessionId, until: event.until }
     if (typeof event.changedUserId === 'string') return { changedUserId: event.changedUserId, until: event.until }
     const { rolesUserId, roles, version, changedAt, narrowed, until } = event
-    if (typeof rolesUserId === 'string' && isStringArray(roles) && typeof version === 'number' && typeof changedAt === 'number' && typeof narrowed === 'boolean') {
+    if (typeof rolesUserId === 'string' && isRoleList(roles) && typeof version === 'number' && typeof changedAt === 'number' && typeof narrowed === 'boolean') {
       return { rolesUserId, roles, version, changedAt, narrowed, until }
     }
     if (typeof event.userId === 'string' && typeof event.before === 'number') {
@@ -129,8 +130,4 @@ function parseEvent (text: string): RevocationEvent | undefined {
     }
   } catch {}
   return undefined
-}
-
-function isStringArray (value: unknown): value is string[] {
-  return Array.isArray(value) && value.every((item) => typeof item === 'string')
 }

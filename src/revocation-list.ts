@@ -1,4 +1,5 @@
 import type { Clock } from './clock.js'
+import { hasRoles } from './roles.js'
 
 /**
  * A revocation as instances tell each other: a session, every session of a
@@ -170,7 +171,7 @@ export class RevocationList {
     const current = this.#userRoles.get(sub)
     // The same for a removed role; in the cutoff's own second, a token still claiming it is refused by its roles.
     return current !== undefined && this.clock.now() < current.until &&
-      ((iat + 1) * 1000 <= current.before || !claimsOnly(roles, current.roles))
+      ((iat + 1) * 1000 <= current.before || !hasRoles(current.roles, roles ?? []))
   }
 
   get size (): number {
@@ -211,9 +212,4 @@ export class RevocationList {
     }
     this.#nextSweep = now + this.accessTokenTtlMs
   }
-}
-
-/** Whether every role a token claims is among `current` (a token without the claim claims none). */
-function claimsOnly (claimed: readonly string[] | undefined, current: readonly string[]): boolean {
-  return claimed === undefined || claimed.every((role) => current.includes(role))
 }

@@ -11,6 +11,11 @@ export const ROLE_NAME_PATTERN = '^[a-z][a-z0-9_-]{0,31}$'
 
 const ROLE_NAME = new RegExp(ROLE_NAME_PATTERN)
 
+/** Whether a value (a token's claim, a feed's message) is a list of names. */
+export function isRoleList (value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((role) => typeof role === 'string')
+}
+
 export function isRoleName (name: string): boolean {
   return ROLE_NAME.test(name)
 }

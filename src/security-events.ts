@@ -1,5 +1,5 @@
 import type { Clock } from './clock.js'
-import { ServiceError } from './errors.js'
+import { decodeCursor, encodeCursor, LAST_TIMESTAMP_MS } from './cursors.js'
 
 /** Every type of security event (API.md, "Security events"). */
 export const SECURITY_EVENT_TYPES = [
@@ -177,24 +177,17 @@ export class SecurityEventLog implements SecurityEventRecorder {
 
 /** A page's cursor: its last event's position, opaque to clients. */
 export function eventCursorOf ({ at, id }: EventPosition): string {
-  return Buffer.from(`${at.getTime()}.${id}`).toString('base64url')
+  return encodeCursor(`${at.getTime()}.${id}`)
 }
 
 /** Event ids are PostgreSQL bigints. */
 const MAX_EVENT_ID = 2n ** 63n - 1n
-/** The last instant PostgreSQL reads from an ISO date with a four-digit year. */
-const LAST_EVENT_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999)
 
-/**
- * The position a cursor names; VALIDATION_ERROR when it is not one this
- * service could have given (a client can spell any text: it must never reach
- * the database as a value it refuses).
- */
+/** The position a cursor names; VALIDATION_ERROR when it is not one this service could have given. */
 export function parseEventCursor (cursor: string): EventPosition {
-  const match = /^(0|[1-9]\d{0,14})\.([1-9]\d{0,18})$/.exec(Buffer.from(cursor, 'base64url').toString())
-  if (match === null || Number(match[1]) > LAST_EVENT_TIME_MS || BigInt(match[2]!) > MAX_EVENT_ID ||
-    eventCursorOf({ at: new Date(Number(match[1])), id: match[2]! }) !== cursor) {
-    throw new ServiceError('VALIDATION_ERROR', 'The cursor is not one this service gave: pass `next` from the previous page')
-  }
-  return { at: new Date(Number(match[1])), id: match[2]! }
+  return decodeCursor(cursor, (text) => {
+    const match = /^(0|[1-9]\d{0,14})\.([1-9]\d{0,18})$/.exec(text)
+    if (match === null || Number(match[1]) > LAST_TIMESTAMP_MS || BigInt(match[2]!) > MAX_EVENT_ID) return undefined
+    return { at: new Date(Number(match[1])), id: match[2]! }
+  }, eventCursorOf)
 }

@@ -1,7 +1,7 @@
 import { and, desc, sql } from 'drizzle-orm'
 import { users } from '../drizzle/schema.js'
 import type { Database } from './database.js'
-import { ServiceError } from './errors.js'
+import { decodeCursor, encodeCursor, LAST_TIMESTAMP_MS } from './cursors.js'
 import { timedQuery, type StoreTiming } from './store-timing.js'
 import { normalizeEmail, toUser, type User } from './users.js'
 
@@ -18,21 +18,20 @@ interface UserPosition {
 }
 
 /** The last microsecond PostgreSQL reads from a four-digit year, in microseconds since the epoch. */
-const LAST_CREATED_AT_US = BigInt(Date.UTC(9999, 11, 31, 23, 59, 59, 999)) * 1000n + 999n
+const LAST_CREATED_AT_US = BigInt(LAST_TIMESTAMP_MS) * 1000n + 999n
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 function cursorOf ({ createdAtUs, id }: UserPosition): string {
-  return Buffer.from(`${createdAtUs}.${id}`).toString('base64url')
+  return encodeCursor(`${createdAtUs}.${id}`)
 }
 
 /** The position a cursor names; VALIDATION_ERROR when this service could not have given it. */
 function parseCursor (cursor: string): UserPosition {
-  const match = /^(0|[1-9]\d{0,17})\.(.+)$/.exec(Buffer.from(cursor, 'base64url').toString())
-  const position = match === null ? undefined : { createdAtUs: BigInt(match[1]!), id: match[2]! }
-  if (position === undefined || position.createdAtUs > LAST_CREATED_AT_US || !UUID.test(position.id) || cursorOf(position) !== cursor) {
-    throw new ServiceError('VALIDATION_ERROR', 'The cursor is not one this service gave: pass `next` from the previous page')
-  }
-  return position
+  return decodeCursor(cursor, (text) => {
+    const match = /^(0|[1-9]\d{0,17})\.(.+)$/.exec(text)
+    if (match === null || BigInt(match[1]!) > LAST_CREATED_AT_US || !UUID.test(match[2]!)) return undefined
+    return { createdAtUs: BigInt(match[1]!), id: match[2]! }
+  }, cursorOf)
 }
 
 /** `text` for LIKE, where `%`, `_` and the escape character itself are plain characters. */

@@ -225,8 +225,7 @@ export class UserRepository {
    * enabled admin.
    */
   async delete (id: string): Promise<'deleted' | 'not-found' | 'last-admin'> {
-    const outcome = await this.#query('deleteUser', () => this.#underAdminLock(async (tx) => {
-      const [user] = await tx.select().from(users).where(eq(users.id, id)).for('update')
+    const outcome = await this.#query('deleteUser', () => this.#underAdminLock(id, async (tx, user) => {
       if (user === undefined) return 'not-found' as const
       if (isEnabledAdmin(user) && !await hasOtherEnabledAdmin(tx, id)) return 'last-admin' as const
       await tx.delete(users).where(eq(users.id, id))
@@ -245,10 +244,8 @@ export class UserRepository {
    * admin (nothing changes then).
    */
   async updateAccess (id: string, change: (user: User) => AccessChange): Promise<AccessUpdate | 'too-many-roles' | 'last-admin' | undefined> {
-    const outcome = await this.#query('updateAccess', () => this.#underAdminLock(async (tx) => {
-      const [row] = await tx.select().from(users).where(eq(users.id, id)).for('update')
-      if (row === undefined) return undefined
-      const before = toUser(row)
+    const outcome = await this.#query('updateAccess', () => this.#underAdminLock(id, async (tx, before) => {
+      if (before === undefined) return undefined
       const { roles = before.roles, disabled = before.disabled } = change(before)
       const after = { ...before, roles: normalizeRoles(roles), disabled, accessVersion: before.accessVersion + 1 }
       if (after.roles.length > MAX_ROLES) return 'too-many-roles' as const
@@ -261,11 +258,16 @@ export class UserRepository {
     return outcome
   }
 
-  /** Runs `work` in a transaction holding the lock of changes that could remove the last admin. */
-  #underAdminLock<T> (work: (tx: Transaction) => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` in a transaction holding the lock of changes that could
+   * remove the last admin, with the account `id` as it is then (row-locked;
+   * undefined when there is none).
+   */
+  #underAdminLock<T> (id: string, work: (tx: Transaction, user: User | undefined) => Promise<T>): Promise<T> {
     return this.db.transaction(async (tx) => {
       await tx.execute(sql`select pg_advisory_xact_lock(${ADMIN_CHANGES_LOCK_KEY.toString()}::bigint)`)
-      return work(tx)
+      const [row] = await tx.select().from(users).where(eq(users.id, id)).for('update')
+      return work(tx, row === undefined ? undefined : toUser(row))
     })
   }
 
